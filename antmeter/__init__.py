@@ -1,0 +1,1 @@
+"""Antmeter domain code (no Dagster import)."""

@@ -1,0 +1,12 @@
+# One image for the code server, webserver and daemon (they must share the same Dagster version).
+FROM python:3.11-slim
+ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1 DAGSTER_HOME=/opt/dagster/home
+WORKDIR /opt/antmeter
+COPY pyproject.toml requirements.lock README.md ./
+COPY antmeter ./antmeter
+COPY antmeter_assets ./antmeter_assets
+COPY antmeter_resources ./antmeter_resources
+# torch==2.13.0 from the CPU index keeps the image free of a multi-GB CUDA build.
+RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
+ && pip install -c requirements.lock .
+COPY dagster.yaml workspace.yaml /opt/dagster/home/

@@ -1,0 +1,117 @@
+"""Feature and label assets per symbol × day, written as Parquet under the data directory."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+
+from antmeter_assets.partitions import (
+    date_of_symbol_day,
+    symbol_and_day,
+    symbol_day_partitions,
+    with_previous_day,
+)
+from antmeter_resources import AntmeterSettings, MarketStoreResource
+
+# Labels of a day's last rows need the next day's first candles: depend on that partition too,
+# so a later harvest of day D+1 makes labels of day D stale and automation re-runs them.
+with_next_day = dg.MultiPartitionMapping(
+    {
+        "date": dg.DimensionPartitionMapping(
+            "date",
+            dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True),
+        ),
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+    }
+)
+
+_after_blocking_checks = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+)
+
+
+def partition_file(settings: AntmeterSettings, kind: str, symbol: str, day: str):
+    """Where a symbol × day partition of ``kind`` (features, labels) lives."""
+    return settings.path(kind, f"symbol={symbol}", f"date={day}.parquet")
+
+
+@dg.asset(
+    partitions_def=symbol_day_partitions,
+    group_name="features",
+    kinds={"pandas", "parquet"},
+    deps=[
+        dg.AssetDep("ohlcv", partition_mapping=with_previous_day),
+        dg.AssetDep("sentiment_hourly", partition_mapping=date_of_symbol_day),
+    ],
+    automation_condition=_after_blocking_checks,
+)
+def features(
+    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+) -> dg.MaterializeResult:
+    """Causal features of one symbol × day: ``ta`` indicators (fast, parity-tested), candle shapes,
+    lagged returns, volatility, volume, cyclic time and the last completed hour's news sentiment.
+
+    Warm-up comes from the previous day's candles, so each row equals the full-history value.
+    """
+    from antmeter.features import compute_partition_features, required_warmup_minutes
+
+    symbol, day = symbol_and_day(context)
+    config = settings.feature_config()
+    market = store.get()
+    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    candles = market.read_candles(symbol, settings.interval, day.start - warmup, day.end)
+    sentiment = market.read_frame(
+        "sentiment_hourly", filters={"symbol": symbol}, time_range=(day.start - pd.Timedelta(hours=2), day.end)
+    )
+    frame = compute_partition_features(candles, day.start, day.end, config, sentiment_hourly=sentiment)
+    path = partition_file(settings, "features", symbol, str(day.start.date()))
+    frame.to_parquet(path, index=False)
+    incomplete = int(frame.drop(columns=["open_time"]).isna().any(axis=1).sum())
+    warmup_rows = int(((candles["open_time"] < day.start)).sum())
+    if incomplete:
+        context.log.warning(f"{incomplete} rows lack full warm-up or span a gap; they stay NaN and are excluded later")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(frame),
+            "columns": len(frame.columns) - 1,
+            "warmup_rows_read": warmup_rows,
+            "rows_incomplete": incomplete,
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=symbol_day_partitions,
+    group_name="features",
+    kinds={"pandas", "parquet"},
+    deps=[dg.AssetDep("ohlcv", partition_mapping=with_next_day)],
+    automation_condition=_after_blocking_checks,
+)
+def labels(
+    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+) -> dg.MaterializeResult:
+    """Forward log returns, binary up/not-up and down/flat/up classes for each horizon.
+
+    A row is labelled only when its whole horizon has been observed; the newest rows stay empty
+    until a later run sees the next day's candles.
+    """
+    from antmeter.labels import class_balance, label_partition
+
+    symbol, day = symbol_and_day(context)
+    config = settings.label_config()
+    horizon = pd.Timedelta(minutes=max(config.horizons))
+    candles = store.get().read_candles(symbol, settings.interval, day.start, day.end + horizon)
+    frame = label_partition(candles, day.start, day.end, config)
+    path = partition_file(settings, "labels", symbol, str(day.start.date()))
+    frame.to_parquet(path, index=False)
+    balance = class_balance(frame)
+    unlabeled = {f"unlabeled_{h}m": int(frame[f"up_{h}"].isna().sum()) for h in config.horizons}
+    return dg.MaterializeResult(
+        metadata={
+            "rows": len(frame),
+            **unlabeled,
+            "class_balance": dg.MetadataValue.json(balance),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )

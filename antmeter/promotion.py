@@ -114,3 +114,22 @@ def decide_promotion(
         champion_score=None if champion_score is None else float(champion_score),
         baseline_scores=dict(baseline_scores),
     )
+
+
+def score_bundle(bundle_dir, samples, indices: np.ndarray, config: GateConfig, prefer_int8: bool = True):
+    """Score a served bundle (ONNX Runtime, its own scaler) on the given rows of an unscaled sample set.
+
+    Returns ``(score, proba, regression, feature_names)``; both the candidate and the champion are
+    scored through this one path, on the same rows, so the comparison is like for like.
+    """
+    from antmeter.metrics import classification_metrics
+    from antmeter.serving import ServingModel
+
+    model = ServingModel.load(bundle_dir, prefer_int8=prefer_int8)
+    if config.horizon not in model.horizons:
+        raise ValueError(f"gate horizon {config.horizon}m not among the model's horizons {model.horizons}")
+    h = model.horizons.index(config.horizon)
+    sample_h = list(samples.spec.horizons).index(config.horizon)
+    proba, regression = model.predict_samples(samples, indices)
+    metrics = classification_metrics(samples.y_class[indices, sample_h], proba[:, h])
+    return float(metrics[config.metric]), proba, regression, list(model.schema.names)

@@ -1,6 +1,7 @@
 """Feature and label assets per symbol × day, written as Parquet under the data directory."""
 
-from __future__ import annotations
+
+import datetime as dt
 
 import dagster as dg
 import pandas as pd
@@ -25,9 +26,16 @@ with_next_day = dg.MultiPartitionMapping(
     }
 )
 
+# eager(), but looking back one day (so yesterday's labels complete when today's first candles
+# land) and only after the upstream blocking checks passed.
 _after_blocking_checks = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-)
+    dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=1))
+    & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager (1-day lookback) after blocking checks")
 
 
 def partition_file(settings: AntmeterSettings, kind: str, symbol: str, day: str):

@@ -1,6 +1,5 @@
 """Asset jobs: each selects assets that share one partitioning (Dagster cannot mix them in a run)."""
 
-from __future__ import annotations
 
 import dagster as dg
 
@@ -13,13 +12,6 @@ harvest_job = dg.define_asset_job(
     description="Fetch and upsert one symbol × day of candles (the live feed refreshes today's).",
     tags={"antmeter/stage": "harvest"},
 )
-daily_job = dg.define_asset_job(
-    "daily_job",
-    selection=dg.AssetSelection.assets("news_articles", "sentiment_hourly", "candle_export"),
-    partitions_def=daily_partitions,
-    description="Harvest and score the day's news, aggregate hourly sentiment, export the day's candles.",
-    tags={"antmeter/stage": "daily"},
-)
 feature_job = dg.define_asset_job(
     "feature_job",
     selection=dg.AssetSelection.assets("features", "labels"),
@@ -27,3 +19,45 @@ feature_job = dg.define_asset_job(
     description="Features and labels of one symbol × day.",
     tags={"antmeter/stage": "features"},
 )
+news_job = dg.define_asset_job(
+    "news_job",
+    selection=dg.AssetSelection.assets("news_articles", "sentiment_hourly"),
+    partitions_def=daily_partitions,
+    description="Harvest and score the day's news, aggregate hourly sentiment.",
+    tags={"antmeter/stage": "news"},
+)
+export_job = dg.define_asset_job(
+    "export_job",
+    selection=dg.AssetSelection.assets("candle_export"),
+    partitions_def=daily_partitions,
+    description="The day's candles per symbol as CSV and Parquet dumps.",
+    tags={"antmeter/stage": "export"},
+)
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("models"),
+    description="Full retrain: dataset, walk-forward training of every model type, export, promotion gate.",
+    tags={"antmeter/stage": "training"},
+)
+incremental_retrain_job = dg.define_asset_job(
+    "incremental_retrain_job",
+    selection=dg.AssetSelection.groups("models"),
+    config={"ops": {f"{t}_candidate": {"config": {"mode": "incremental"}} for t in ("lstm", "transformer", "patchtst")}},
+    description="Fine-tune each champion on recent data, then the same promotion gate as full training.",
+    tags={"antmeter/stage": "training", "antmeter/mode": "incremental"},
+)
+live_job = dg.define_asset_job(
+    "live_job",
+    selection=dg.AssetSelection.assets("predictions", "verification_report"),
+    description="Predict with every champion, then verify past predictions against the market.",
+    tags={"antmeter/stage": "live"},
+)
+predictions_job = dg.define_asset_job(
+    "predictions_job", selection=dg.AssetSelection.assets("predictions"), tags={"antmeter/stage": "live"}
+)
+verification_job = dg.define_asset_job(
+    "verification_job", selection=dg.AssetSelection.assets("verification_report"), tags={"antmeter/stage": "live"}
+)
+
+all_jobs = [harvest_job, news_job, export_job, feature_job, training_job, incremental_retrain_job, live_job,
+            predictions_job, verification_job]

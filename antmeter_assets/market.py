@@ -1,6 +1,5 @@
 """Market data assets: minute candles per symbol × day, and the daily ETL export."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

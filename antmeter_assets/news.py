@@ -1,6 +1,5 @@
 """News assets: harvested (or simulated) articles with sentiment, and hourly sentiment per symbol."""
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
@@ -27,7 +26,7 @@ def news_articles(
     tone follows the simulated market; ``live`` harvests RSS/Atom feeds plus CryptoPanic and
     NewsAPI when their tokens are set (tokens only from environment variables).
     """
-    from antmeter.news.clients import clients_from_env, dedupe_articles
+    from antmeter.news.clients import NewsConfig, clients_from_env, harvest_news
     from antmeter.news.sentiment import score_articles
     from antmeter.news.simulator import simulate_news
 
@@ -40,8 +39,12 @@ def news_articles(
         articles = simulate_news(candles, day.start.date(), seed=news.seed)
         articles = articles[articles["first_seen_at"] <= now]
     elif news.kind == "live":
-        frames = [client.fetch(symbols=symbols, now=now) for client in clients_from_env(news)]
-        articles = dedupe_articles(pd.concat(frames, ignore_index=True)) if frames else pd.DataFrame()
+        config = NewsConfig(symbols=tuple(symbols), **({"rss_feeds": tuple(news.rss_feeds)} if news.rss_feeds else {}))
+        tokens = {"CRYPTOPANIC_TOKEN": news.cryptopanic_token or "", "NEWSAPI_KEY": news.newsapi_key or ""}
+        harvest = harvest_news(clients_from_env(config, env=tokens), now)
+        for source, error in harvest.errors.items():
+            context.log.warning(f"news source {source} skipped: {error}")
+        articles = harvest.articles
     else:
         raise ValueError(f"news source kind must be simulator or live, got {news.kind!r}")
     scored = score_articles(articles, news.scorer()) if len(articles) else articles

@@ -1,6 +1,5 @@
 """Partitions: UTC days × symbols. Symbols are dynamic, so adding one needs no code change."""
 
-from __future__ import annotations
 
 import os
 

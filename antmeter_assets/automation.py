@@ -1,0 +1,185 @@
+"""Schedules and sensors that keep Antmeter live.
+
+harvest every minute · news hourly · predictions every 5 minutes (floor; new features also trigger
+them through declarative automation) · verification hourly · export daily · full retrain weekly ·
+retention daily. The drift sensor launches incremental retraining; repeated rejections escalate to
+a full retrain. ``ANTMETER_AUTOMATION=on`` starts all of them by default (the deployment sets it);
+otherwise they are visible in the UI and stopped until switched on.
+"""
+
+
+import datetime as dt
+import json
+import os
+
+import dagster as dg
+import pandas as pd
+
+from antmeter_assets import jobs
+from antmeter_assets.partitions import symbol_day_key, symbol_partitions, utc_now
+from antmeter_resources import AlertWebhookResource
+
+DEFAULT_STATUS = (
+    dg.DefaultScheduleStatus.RUNNING if os.environ.get("ANTMETER_AUTOMATION") == "on" else dg.DefaultScheduleStatus.STOPPED
+)
+SENSOR_STATUS = (
+    dg.DefaultSensorStatus.RUNNING if os.environ.get("ANTMETER_AUTOMATION") == "on" else dg.DefaultSensorStatus.STOPPED
+)
+SENSOR_INTERVAL_S = int(os.environ.get("ANTMETER_SENSOR_INTERVAL_S", "60"))
+RETENTION_DAYS = int(os.environ.get("ANTMETER_RUN_RETENTION_DAYS", "3"))
+SCHEDULE_TAG = "antmeter/launched_by"
+
+
+def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg.RunRequest]:
+    """Today's partition for every symbol; in the first minutes of a day also yesterday's, so its
+    last candle (which closes at midnight) is stored."""
+    days = [now.date()]
+    if now - now.normalize() < pd.Timedelta(minutes=5):
+        days.insert(0, (now - pd.Timedelta(days=1)).date())
+    return [
+        dg.RunRequest(partition_key=symbol_day_key(symbol, str(day)), tags={SCHEDULE_TAG: "harvest_schedule"})
+        for day in days
+        for symbol in sorted(instance.get_dynamic_partitions(symbol_partitions.name))
+    ]
+
+
+@dg.schedule(job=jobs.harvest_job, cron_schedule="* * * * *", default_status=DEFAULT_STATUS,
+             description="Refresh today's candles for every symbol, every minute (the live feed).")
+def harvest_schedule(context: dg.ScheduleEvaluationContext):
+    now = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC") if context.scheduled_execution_time else utc_now()
+    return harvest_requests(context.instance, now)
+
+
+@dg.schedule(job=jobs.news_job, cron_schedule="1 * * * *", default_status=DEFAULT_STATUS,
+             description="Harvest news and refresh hourly sentiment just after each hour completes.")
+def news_schedule(context: dg.ScheduleEvaluationContext):
+    day = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC").date()
+    return dg.RunRequest(partition_key=str(day), tags={SCHEDULE_TAG: "news_schedule"})
+
+
+@dg.schedule(job=jobs.export_job, cron_schedule="15 0 * * *", default_status=DEFAULT_STATUS,
+             description="Export yesterday's candles as CSV/Parquet dumps.")
+def export_schedule(context: dg.ScheduleEvaluationContext):
+    day = (pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC") - pd.Timedelta(days=1)).date()
+    return dg.RunRequest(partition_key=str(day), tags={SCHEDULE_TAG: "export_schedule"})
+
+
+predictions_schedule = dg.ScheduleDefinition(
+    name="predictions_schedule", job=jobs.predictions_job, cron_schedule="*/5 * * * *",
+    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "predictions_schedule"},
+    description="Floor for predictions: every 5 minutes even when no automation fired.")
+verification_schedule = dg.ScheduleDefinition(
+    name="verification_schedule", job=jobs.verification_job, cron_schedule="0 * * * *",
+    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "verification_schedule"},
+    description="Verify predictions against realized outcomes every hour.")
+weekly_retrain_schedule = dg.ScheduleDefinition(
+    name="weekly_retrain_schedule", job=jobs.training_job, cron_schedule="0 3 * * 0",
+    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "weekly_retrain_schedule"},
+    description="Full retrain of every model type each week, whatever the drift sensor says.")
+
+
+@dg.op(description="Delete runs (and their event logs) older than the retention window.")
+def purge_old_runs(context) -> int:
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=RETENTION_DAYS)
+    deleted = 0
+    while True:
+        records = context.instance.get_run_records(dg.RunsFilter(created_before=cutoff,
+                                                                 statuses=[dg.DagsterRunStatus.SUCCESS,
+                                                                           dg.DagsterRunStatus.FAILURE,
+                                                                           dg.DagsterRunStatus.CANCELED]),
+                                                   limit=500)
+        if not records:
+            break
+        for record in records:
+            context.instance.delete_run(record.dagster_run.run_id)
+            deleted += 1
+    context.log.info(f"deleted {deleted} runs created before {cutoff:%Y-%m-%d %H:%M} UTC")
+    return deleted
+
+
+@dg.job(description="Retention: keep the instance from growing without bound.", tags={"antmeter/stage": "retention"})
+def retention_job():
+    purge_old_runs()
+
+
+retention_schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention_job, cron_schedule="30 0 * * *",
+                                           default_status=DEFAULT_STATUS)
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "antmeter_automation", target=dg.AssetSelection.all(), default_status=SENSOR_STATUS,
+    minimum_interval_seconds=int(os.environ.get("ANTMETER_AUTOMATION_INTERVAL_S", "30")),
+    run_tags={SCHEDULE_TAG: "antmeter_automation"},
+)
+
+
+@dg.sensor(jobs=[jobs.incremental_retrain_job, jobs.training_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
+           default_status=SENSOR_STATUS, description="Accuracy/drift → incremental retraining (escalates to full).")
+def retrain_on_drift(context: dg.SensorEvaluationContext):
+    """Reads the newest verification report; decides with the same policy function as the replay."""
+    from antmeter.live.policy import PolicyInput, PolicyState, RetrainPolicy, WindowStats, decide, run_key
+
+    record = context.instance.fetch_materializations(dg.AssetKey("verification_report"), limit=1).records
+    if not record:
+        return dg.SkipReason("no verification report yet")
+    latest = record[0]
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    if cursor.get("storage_id") == latest.storage_id:
+        return dg.SkipReason(f"verification report {latest.storage_id} already evaluated")
+    state = PolicyState(
+        last_retrain_at=pd.Timestamp(cursor["last_retrain_at"]) if cursor.get("last_retrain_at") else None,
+        consecutive_rejections=rejection_streak(context.instance),
+    )
+    meta = latest.asset_materialization.metadata
+    stats = meta["policy_stats"].value if "policy_stats" in meta else {}
+    now = pd.Timestamp(meta["as_of"].value) if "as_of" in meta else utc_now()
+    policy = RetrainPolicy(**json.loads(os.environ.get("ANTMETER_RETRAIN_POLICY", "{}")))
+    requests, decisions = [], {}
+    for model_name, entry in sorted(stats.items()):
+        window = WindowStats(**{k: v for k, v in entry.items() if k in WindowStats.__dataclass_fields__})
+        decision = decide(policy, PolicyInput(window=window, max_psi=entry.get("max_psi"), now=now,
+                                              last_retrain_at=state.last_retrain_at,
+                                              consecutive_rejections=state.consecutive_rejections))
+        decisions[model_name] = {"action": decision.action, "reasons": list(decision.reasons)}
+        if decision.action != "none" and not requests:
+            job = jobs.training_job if decision.action == "full" else jobs.incremental_retrain_job
+            requests.append(dg.RunRequest(
+                job_name=job.name,
+                run_key=run_key(decision, model_name=model_name, horizon=policy.horizon, now=now),
+                tags={SCHEDULE_TAG: "retrain_on_drift", "antmeter/decision": decision.action,
+                      "antmeter/reasons": "; ".join(decision.reasons)[:1000]},
+            ))
+    new_cursor = {"storage_id": latest.storage_id,
+                  "last_retrain_at": str(now) if requests else cursor.get("last_retrain_at")}
+    context.update_cursor(json.dumps(new_cursor))
+    context.log.info(f"retrain decisions: {decisions}")
+    return requests or dg.SkipReason(f"no retrain needed: {decisions}")
+
+
+def rejection_streak(instance: dg.DagsterInstance) -> int:
+    """Consecutive rejected gates (newest first) across the champion assets, until a promotion."""
+    events = []
+    for model_type in ("lstm", "transformer", "patchtst"):
+        for rec in instance.fetch_materializations(dg.AssetKey(f"{model_type}_champion"), limit=10).records:
+            events.append((rec.storage_id, rec.asset_materialization.metadata.get("gate")))
+    streak = 0
+    for _, gate in sorted(events, reverse=True):
+        if gate is None or gate.value != "rejected":
+            break
+        streak += 1
+    return streak
+
+
+@dg.run_failure_sensor(default_status=SENSOR_STATUS, minimum_interval_seconds=SENSOR_INTERVAL_S,
+                       description="Posts failed runs to the alert webhook (ANTMETER_ALERT_WEBHOOK_URL).")
+def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhookResource):
+    run = context.dagster_run
+    payload = {"event": "run_failure", "job": run.job_name, "run_id": run.run_id, "tags": dict(run.tags),
+               "error": context.failure_event.message}
+    context.log.error(f"run {run.run_id} of {run.job_name} failed: {context.failure_event.message}")
+    alerts.post(payload)
+
+
+schedules = [harvest_schedule, news_schedule, export_schedule, predictions_schedule, verification_schedule,
+             weekly_retrain_schedule, retention_schedule]
+sensors = [automation_sensor, retrain_on_drift, run_failure_alert]
+extra_jobs = [retention_job]

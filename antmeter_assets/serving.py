@@ -1,0 +1,159 @@
+"""The live loop's assets: predictions from each champion, and their verification report."""
+
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from antmeter_assets.models import MODEL_TYPES
+from antmeter_assets.partitions import utc_now
+from antmeter_resources import AntmeterSettings, MarketStoreResource
+
+MAX_BACKFILL = pd.Timedelta(days=2)
+
+
+def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
+    """The local copy of each serving model type's champion bundle (written by its gate)."""
+    found = {}
+    for model_type in settings.model_types:
+        directory = Path(settings.data_dir) / "models" / model_type / "champion"
+        if (directory / "registry.json").exists():
+            found[model_type] = directory
+    return found
+
+
+@dg.asset(
+    group_name="live",
+    kinds={"onnx", "sql"},
+    deps=["features", *(f"{t}_champion" for t in MODEL_TYPES)],
+    automation_condition=(
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("on new features or a new champion"),
+)
+def predictions(
+    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+) -> dg.MaterializeResult:
+    """Every horizon's class probabilities, predicted class, confidence and return forecast for each
+    symbol, from each champion's INT8 ONNX model, for every candle closed since the last prediction.
+
+    Features are computed by the training code and checked against the model's stored schema.
+    Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
+    """
+    from antmeter.features import compute_features, required_warmup_minutes
+    from antmeter.inference import predict_symbol
+    from antmeter.serving import ServingModel
+
+    now = utc_now()
+    market = store.get()
+    config = settings.feature_config()
+    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    written, stale, per_model = 0, {}, {}
+    for model_type, directory in champion_dirs(settings).items():
+        registry_info = json.loads((directory / "registry.json").read_text())
+        model = ServingModel.load(directory)
+        name, version = registry_info["name"], registry_info["version"]
+        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
+        for symbol in market.symbols():
+            previous = market.read_frame("predictions", filters={"symbol": symbol, "model_name": name,
+                                                                 "model_version": version})
+            after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
+            after = max(after, now - MAX_BACKFILL)
+            candles = market.read_candles(symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window),
+                                          None)
+            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
+            if newest_close is None or now - newest_close > pd.Timedelta(minutes=settings.stale_after_minutes):
+                stale[symbol] = str(newest_close)
+                context.log.warning(f"{symbol}: stale input (newest candle closed {newest_close}); not predicting")
+                continue
+            sentiment = market.read_frame("sentiment_hourly", filters={"symbol": symbol},
+                                          time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None))
+            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
+            rows = predict_symbol(model, features, symbol, name, version, after, now)
+            if len(rows):
+                written += market.upsert_frame("predictions", rows)
+            per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
+    if not per_model and not stale:
+        context.log.warning("no champion is serving yet: nothing to predict")
+    return dg.MaterializeResult(
+        metadata={
+            "predictions": written,
+            "per_model_symbol": dg.MetadataValue.json(per_model),
+            "stale_symbols": dg.MetadataValue.json(stale),
+            "as_of": str(now),
+        }
+    )
+
+
+@dg.asset(
+    group_name="live",
+    kinds={"sql", "matplotlib"},
+    deps=[predictions],
+    automation_condition=dg.AutomationCondition.on_cron("0 * * * *") & ~dg.AutomationCondition.in_progress(),
+)
+def verification_report(
+    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+) -> dg.MaterializeResult:
+    """Predictions joined with what the market then did (only closed candles), rolling accuracy,
+    balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
+    drift (PSI) against the training reference, and an after-fee long/flat/short back-test."""
+    from antmeter.features import compute_features, model_feature_columns, required_warmup_minutes
+    from antmeter.live.report import ReportSettings, build_report, pnl_markdown, to_jsonable
+    from antmeter.live.verification import to_markdown
+
+    now = utc_now()
+    market = store.get()
+    config = settings.feature_config()
+    champions = {json.loads((d / "registry.json").read_text())["name"]: json.loads((d / "serving.json").read_text())
+                 for d in champion_dirs(settings).values()}
+    current, reference = _drift_frames(settings, market, now, champions, config, compute_features,
+                                       required_warmup_minutes)
+    report = build_report(
+        market,
+        ReportSettings(data_dir=Path(settings.data_dir), interval=settings.interval, task=settings.task,
+                       primary_horizon=settings.primary_horizon, fee_bps=settings.fee_bps,
+                       feature_columns=tuple(model_feature_columns(config))),
+        now, champions, current, reference,
+    )
+    context.log.info(f"verified {report.verified_rows} prediction rows")
+    alerts = report.drift[report.drift["status"] == "alert"] if len(report.drift) else report.drift
+    return dg.MaterializeResult(
+        metadata={
+            "verified": report.verified_rows,
+            "rolling_vs_baselines": dg.MetadataValue.md(to_markdown(report.table) if len(report.table)
+                                                        else "nothing verified yet"),
+            "after_fee_pnl": dg.MetadataValue.md(pnl_markdown(report.pnl)),
+            "drift": dg.MetadataValue.md(report.drift.round(4).to_markdown(index=False) if len(report.drift)
+                                         else "no drift reference yet"),
+            "drift_alerts": len(alerts),
+            "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
+            **({"plot_rolling_accuracy": dg.MetadataValue.path(str(report.plot))} if report.plot else {}),
+            "as_of": str(now),
+        }
+    )
+
+
+def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_minutes):
+    """Current features (last 6 hours) and the training reference (the champion's training days)."""
+    days = next((c.get("training_days") for c in champions.values() if c.get("training_days")), None)
+    if not days:
+        return None, None
+    reference = []
+    for symbol in market.symbols():
+        for day in days[-3:]:
+            path = Path(settings.data_dir) / "features" / f"symbol={symbol}" / f"date={day}.parquet"
+            if path.exists():
+                reference.append(pd.read_parquet(path))
+    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    current = []
+    for symbol in market.symbols():
+        candles = market.read_candles(symbol, settings.interval, now - pd.Timedelta(hours=6) - warmup, None)
+        if len(candles):
+            frame = compute_features(candles, config, symbol=symbol)
+            current.append(frame[frame["open_time"] >= now - pd.Timedelta(hours=6)])
+    if not reference or not current:
+        return None, None
+    return pd.concat(current, ignore_index=True), pd.concat(reference, ignore_index=True)

@@ -223,7 +223,7 @@ def _export_bundle(result, scaler: FeatureScaler, scaled: SampleSet, holdout_idx
     quantize_int8(bundle / ONNX_FP32, bundle / ONNX_INT8)
     windows, y_class, _, _ = scaled.view(holdout_idx).batch()
     report = parity_report(result.model, bundle / ONNX_FP32, bundle / ONNX_INT8, windows, samples.spec.task,
-                           labels=y_class)
+                           y_class=y_class)
     serving = {
         "model_type": config.model_type, "window": samples.spec.window, "horizons": list(samples.spec.horizons),
         "task": samples.spec.task, "n_classes": samples.spec.n_classes, "symbols": list(samples.symbols),

@@ -71,7 +71,7 @@ def features(
     sentiment = market.read_frame(
         "sentiment_hourly", filters={"symbol": symbol}, time_range=(day.start - pd.Timedelta(hours=2), day.end)
     )
-    frame = compute_partition_features(candles, day.start, day.end, config, sentiment_hourly=sentiment)
+    frame = compute_partition_features(candles, day.start, day.end, config, sentiment_hourly=sentiment, symbol=symbol)
     path = partition_file(settings, "features", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)
     incomplete = int(frame.drop(columns=["open_time"]).isna().any(axis=1).sum())

@@ -150,9 +150,12 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     current = []
     for symbol in market.symbols():
-        candles = market.read_candles(symbol, settings.interval, now - pd.Timedelta(hours=6) - warmup, None)
+        start = now - pd.Timedelta(hours=6) - warmup
+        candles = market.read_candles(symbol, settings.interval, start, None)
         if len(candles):
-            frame = compute_features(candles, config, symbol=symbol)
+            sentiment = market.read_frame("sentiment_hourly", filters={"symbol": symbol},
+                                          time_range=(start - pd.Timedelta(hours=2), None))
+            frame = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
             current.append(frame[frame["open_time"] >= now - pd.Timedelta(hours=6)])
     if not reference or not current:
         return None, None

@@ -1,0 +1,1 @@
+"""Real loopback HTTP servers that speak the documented wire formats of external APIs, for tests."""

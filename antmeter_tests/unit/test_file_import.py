@@ -1,0 +1,197 @@
+"""read_candle_file: CSV, Parquet and Binance kline dumps (ms and µs), written to tmp_path by each test."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from antmeter.candles import CANDLE_COLUMNS, CandleValidationError
+from antmeter.file_import import read_candle_file
+from antmeter_tests.servers.binance_server import make_klines
+
+T0 = pd.Timestamp("2024-12-31 23:58", tz="UTC")
+T0_MS = int(T0.timestamp() * 1000)
+COUNT = 5
+
+
+def _expected() -> pd.DataFrame:
+    """The candles every test writes (in its own format) and expects back."""
+    rows = make_klines(T0_MS, COUNT, seed=5)
+    return pd.DataFrame(
+        {
+            "open_time": pd.date_range(T0, periods=COUNT, freq="min", tz="UTC").astype("datetime64[ns, UTC]"),
+            **{name: [float(r[i]) for r in rows] for i, name in enumerate(CANDLE_COLUMNS[1:], start=1)},
+        }
+    )
+
+
+def _named(time_column: str, times: list[object]) -> pd.DataFrame:
+    frame = _expected().drop(columns="open_time")
+    frame.insert(0, time_column, times)
+    return frame
+
+
+def _dump_lines(time_scale: int) -> list[str]:
+    """Binance data.binance.vision kline lines: 12 fields, no header, times in ms * time_scale."""
+    lines = []
+    for row in make_klines(T0_MS, COUNT, seed=5):
+        row[0], row[6] = row[0] * time_scale, (row[6] + 1) * time_scale - 1
+        lines.append(",".join(str(v) for v in row))
+    return lines
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_csv_with_iso_timestamps(tmp_path):
+    path = tmp_path / "candles.csv"
+    times = [t.isoformat() for t in _expected()["open_time"]]  # "+00:00" offsets
+    _named("timestamp", times).to_csv(path, index=False)
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+def test_naive_iso_times_are_taken_as_utc_and_offsets_converted(tmp_path):
+    naive = [t.strftime("%Y-%m-%d %H:%M:%S") for t in _expected()["open_time"]]
+    path = tmp_path / "naive.csv"
+    _named("datetime", naive).to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+    shifted = [t.tz_convert("Europe/Berlin").isoformat() for t in _expected()["open_time"]]
+    path = tmp_path / "berlin.csv"
+    _named("DateTime", shifted).to_csv(path, index=False)
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+@pytest.mark.parametrize("scale", [1, 1000], ids=["ms", "us"])
+def test_csv_with_epoch_numbers(tmp_path, scale):
+    epochs = [T0_MS * scale + i * 60_000 * scale for i in range(COUNT)]
+    path = tmp_path / "epoch.csv"
+    _named("open_time", epochs).to_csv(path, index=False)
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+def test_rows_out_of_order_are_sorted(tmp_path):
+    path = tmp_path / "shuffled.csv"
+    frame = _named("timestamp", [t.isoformat() for t in _expected()["open_time"]])
+    frame.iloc[[3, 0, 4, 1, 2]].to_csv(path, index=False)
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+@pytest.mark.parametrize("kind", ["aware", "naive", "epoch_us"])
+def test_parquet(tmp_path, kind):
+    times = _expected()["open_time"]
+    column = {
+        "aware": times.dt.tz_convert("Asia/Tokyo"),
+        "naive": times.dt.tz_localize(None),
+        "epoch_us": times.astype("int64") // 1000,
+    }[kind]
+    path = tmp_path / "candles.parquet"
+    _named("timestamp", list(column)).assign(timestamp=column.to_numpy()).to_parquet(path)
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+@pytest.mark.parametrize("scale", [1, 1000], ids=["ms_before_2025", "us_since_2025"])
+def test_binance_kline_dump(tmp_path, scale):
+    path = _write(tmp_path / "BTCUSDT-1m-2024-12-31.csv", _dump_lines(scale))
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+def test_dump_mixing_ms_and_us_files_and_zipped(tmp_path):
+    """Concatenated 2024 (ms) and 2025 (µs) dumps, read straight from the zip Binance ships."""
+    lines = _dump_lines(1)[:2] + _dump_lines(1000)[2:]
+    path = tmp_path / "BTCUSDT-1m-2025-01.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("BTCUSDT-1m-2025-01.csv", "\n".join(lines) + "\n")
+
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+
+
+def _bad_cell(lines: list[str], row: int, field: int, value: str) -> list[str]:
+    cells = lines[row].split(",")
+    cells[field] = value
+    return [*lines[:row], ",".join(cells), *lines[row + 1 :]]
+
+
+@pytest.mark.parametrize(
+    ("field_index", "value", "field", "reason"),
+    [
+        (2, "abc", "high", "not a finite number: 'abc'"),
+        (5, "-3", "volume", "negative volume"),
+        (3, "999999", "low", "low above open/close"),
+        (0, "12345", "open_time", "neither milliseconds"),
+        (0, "2024-13-45", "open_time", "not an epoch number"),
+        (0, "", "open_time", "missing time"),
+    ],
+)
+def test_bad_dump_row_names_file_row_and_field(tmp_path, field_index, value, field, reason):
+    path = _write(tmp_path / "bad.csv", _bad_cell(_dump_lines(1), 3, field_index, value))
+
+    with pytest.raises(CandleValidationError) as info:
+        read_candle_file(path)
+    error = info.value
+    assert error.source == str(path)
+    assert error.field == field
+    assert reason in error.reason
+    assert str(error.row).startswith("3")
+
+
+def test_bad_time_in_named_csv_reports_line(tmp_path):
+    times = [t.isoformat() for t in _expected()["open_time"]]
+    times[2] = "yesterday"
+    path = tmp_path / "bad_time.csv"
+    _named("timestamp", times).to_csv(path, index=False)
+
+    with pytest.raises(CandleValidationError, match=r"bad_time\.csv: row 2 \(line 4\), field 'timestamp'"):
+        read_candle_file(path)
+
+
+def test_duplicate_open_time_rejected(tmp_path):
+    lines = _dump_lines(1)
+    path = _write(tmp_path / "dup.csv", [*lines, lines[1]])
+    with pytest.raises(CandleValidationError, match="duplicate open time"):
+        read_candle_file(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("", "empty file"),
+        ("1735689480000,1,2,0.5,1.5,10\n", "6 columns; expected the 12-column Binance"),
+        ("time,open,high,low,close,volume\n2024-01-01,1,2,0.5,1.5,10\n", "exactly one time column"),
+        ("timestamp,datetime,open,high,low,close,volume\n", "exactly one time column"),
+        ("timestamp,open,high,low,close\n2024-01-01,1,2,0.5,1.5\n", "volume.*missing column"),
+    ],
+)
+def test_bad_file_shapes(tmp_path, content, match):
+    path = tmp_path / "shape.csv"
+    path.write_text(content)
+    with pytest.raises(CandleValidationError, match=match) as info:
+        read_candle_file(path)
+    assert info.value.source == str(path)
+
+
+def test_header_only_csv_gives_empty_frame(tmp_path):
+    path = tmp_path / "header_only.csv"
+    path.write_text("open_time,open,high,low,close,volume\n")
+    candles = read_candle_file(path)
+    assert candles.empty and list(candles.columns) == CANDLE_COLUMNS
+    assert str(candles["open_time"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_unsupported_suffix_and_missing_file(tmp_path):
+    path = tmp_path / "candles.json"
+    path.write_text("[]")
+    with pytest.raises(ValueError, match="unsupported file type"):
+        read_candle_file(path)
+    with pytest.raises(FileNotFoundError):
+        read_candle_file(tmp_path / "nope.csv")

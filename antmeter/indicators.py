@@ -87,7 +87,8 @@ def _divide_into(out: FloatArray, numerator: FloatArray, denominator: FloatArray
 def _divide_inplace(numerator: FloatArray, denominator: FloatArray, fill: float) -> None:
     """``numerator /= denominator``, ``fill`` where the denominator is 0."""
     zero = denominator == 0
-    np.divide(numerator, denominator, out=numerator, where=~zero)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(numerator, denominator, out=numerator)
     numerator[zero] = fill
 
 
@@ -194,35 +195,40 @@ def rolling_mean_std(x, window: int, ddof: int = 0, phase: int = 0) -> tuple[Flo
     span = window - 1 + block  # input values behind one block of outputs
     first = window - 1
     segment = np.empty(per_chunk * block + window - 1)
-    shifted, buffers = np.empty((2, per_chunk, span)), np.empty((2, 2, per_chunk, span))
-    sums, stats = np.empty((2, per_chunk, block)), np.empty((2, per_chunk, block))
-    for a in range(first - (first + phase) % block, n, per_chunk * block):
-        b = min(a + per_chunk * block, n)
-        k = -(-(b - a) // block)  # blocks in this chunk
-        lo, hi = a - window + 1, a + k * block  # input rows behind the chunk (may run past the data)
-        seg = segment[: hi - lo]
-        seg[: max(0, -lo)] = x[0]
-        seg[max(0, -lo) : min(hi, n) - lo] = x[max(0, lo) : min(hi, n)]
-        seg[min(hi, n) - lo :] = x[-1]
-        blocks = np.lib.stride_tricks.sliding_window_view(seg, span)[::block]
-        anchors = blocks[:, window - 1 : window].copy()
-        anchors[np.isnan(anchors)] = 0.0  # a NaN input only spoils the windows that contain it
-        y = shifted[:, :k]
-        np.subtract(blocks, anchors, out=y[0])
-        np.multiply(y[0], y[0], out=y[1])
-        s = sums[:, :k]
-        _reduce_into(y, window, np.add, s, buffers[:, :, :k])
-        m, v = stats[:, :k]
-        np.divide(s[0], window, out=m)
-        np.multiply(s[0], m, out=v)  # (sum y)^2 / window
-        np.subtract(s[1], v, out=v)
-        v[v <= _FLAT_VARIANCE_RELATIVE * s[1]] = 0.0
-        v /= window - ddof
-        np.sqrt(v, out=v)
-        m += anchors
-        start = max(a, first)
-        mean[start:b] = m.reshape(-1)[start - a : b - a]
-        std[start:b] = v.reshape(-1)[start - a : b - a]
+    # Each block's shifted values are a row of `shifted`; the windowed sums run over the flattened
+    # rows (contiguous, fast) and only windows that stay inside a row are read back.
+    shifted, buffers = np.empty((2, per_chunk, span)), np.empty((2, 2, per_chunk * span))
+    sums, stats = np.empty((2, per_chunk * span)), np.empty((2, per_chunk * span))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for a in range(first - (first + phase) % block, n, per_chunk * block):
+            b = min(a + per_chunk * block, n)
+            k = -(-(b - a) // block)  # blocks in this chunk
+            lo, hi = a - window + 1, a + k * block  # input rows behind the chunk (may run past the data)
+            seg = segment[: hi - lo]
+            seg[: max(0, -lo)] = x[0]
+            seg[max(0, -lo) : min(hi, n) - lo] = x[max(0, lo) : min(hi, n)]
+            seg[min(hi, n) - lo :] = x[-1]
+            blocks = np.lib.stride_tricks.sliding_window_view(seg, span)[::block]
+            anchors = blocks[:, window - 1 : window].copy()
+            anchors[np.isnan(anchors)] = 0.0  # a NaN input only spoils the windows that contain it
+            np.subtract(blocks, anchors, out=shifted[0, :k])
+            flat = shifted[:, :k].reshape(2, k * span)
+            np.multiply(flat[0], flat[0], out=flat[1])
+            length = k * span - window + 1
+            s = sums[:, :length]
+            _reduce_into(flat, window, np.add, s, buffers[:, :, : k * span])
+            m, v = stats[:, :length]
+            np.divide(s[0], window, out=m)
+            np.multiply(s[0], m, out=v)  # (sum y)^2 / window
+            np.subtract(s[1], v, out=v)
+            v[v <= _FLAT_VARIANCE_RELATIVE * s[1]] = 0.0
+            v /= window - ddof
+            np.sqrt(v, out=v)
+            start = max(a, first)
+            rows = stats[:, : k * span].reshape(2, k, span)[:, :, :block]
+            rows[0] += anchors
+            mean[start:b] = rows[0].reshape(-1)[start - a : b - a]
+            std[start:b] = rows[1].reshape(-1)[start - a : b - a]
     return mean, std
 
 
@@ -351,7 +357,15 @@ def macd(close, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[FloatA
     )
     line = ema(close, fast)
     line -= ema(close, slow)
-    signal_line = ewm(line, 2.0 / (signal + 1.0), min_periods=signal)
+    n, start = line.shape[0], slow - 1
+    if n <= start:
+        return line, _nan_array(n), _nan_array(n)
+    # The signal EMA starts at the first MACD value: feeding that value for the NaN rows before it
+    # keeps the filter there, so the signal comes out full length without another copy.
+    line[:start] = line[start]
+    alpha = 2.0 / (signal + 1.0)
+    signal_line = _with_warmup(_first_order(line, 1.0 - alpha, alpha, line[start]), n, start + signal - 1)
+    line[:start] = np.nan
     return line, signal_line, line - signal_line
 
 
@@ -369,7 +383,8 @@ def bollinger(close, window: int = 20, n_std: float = 2.0, phase: int = 0) -> di
     band *= 2.0
     pctb = close - lower
     _divide_inplace(pctb, band, 0.5)
-    width = safe_divide(band, middle)
+    width = band  # (upper - lower) / middle * 100, computed in place
+    _divide_inplace(width, middle, 0.0)
     width *= 100.0
     return {"middle": middle, "upper": upper, "lower": lower, "pctb": pctb, "width": width}
 

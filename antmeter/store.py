@@ -8,7 +8,10 @@ One code path for two databases (SQLAlchemy Core, no Dagster import):
   Upserts are one ``INSERT ... ON CONFLICT DO UPDATE`` executemany.
 * **PostgreSQL** (``postgresql+psycopg2://``; a bare ``postgresql://`` URL is rewritten to psycopg2):
   rows are sent with binary ``COPY`` into a temporary table (``ON COMMIT DROP``) on the same
-  connection and transaction, then merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+  connection and transaction, then merged: stored rows whose values changed with
+  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``, new rows with a plain ``INSERT ... SELECT`` (falling
+  back to ``ON CONFLICT DO UPDATE`` for the whole stage if a concurrent writer got there first; see
+  :meth:`MarketStore._pg_copy_upsert`). ``migrate`` holds ``pg_advisory_xact_lock``.
   Reading needs PostgreSQL >= 14 (``EXTRACT(EPOCH ...)`` returns an exact numeric).
 
 Values always travel as data (bind parameters or COPY), never inside SQL text.

@@ -109,11 +109,18 @@ def _talib_obv(c, v):
     return out
 
 
+def _talib_bollinger(c):
+    """Bands plus %B and width, the outputs antmeter's bollinger returns."""
+    upper, middle, lower = talib.BBANDS(c, 20, 2.0, 2.0)
+    band = upper - lower
+    return upper, middle, lower, (c - lower) / np.where(band == 0, np.nan, band), band / middle * 100.0
+
+
 def talib_set(o, h, lo, c, v) -> dict[str, Callable[[], object]]:
     return {
         "rsi": lambda: talib.RSI(c, 14),
         "macd": lambda: talib.MACD(c, 12, 26, 9),
-        "bollinger": lambda: talib.BBANDS(c, 20, 2.0, 2.0),
+        "bollinger": lambda: _talib_bollinger(c),
         "ema": lambda: [talib.EMA(c, w) for w in (9, 21, 50)],
         "sma": lambda: [talib.SMA(c, w) for w in (10, 30)],
         "atr": lambda: talib.ATR(h, lo, c, 14),
@@ -130,9 +137,15 @@ def ta_set(frame: pd.DataFrame) -> dict[str, Callable[[], object]]:
     return {
         "rsi": lambda: ta.momentum.RSIIndicator(c, 14).rsi(),
         "macd": lambda: (lambda m: (m.macd(), m.macd_signal(), m.macd_diff()))(ta.trend.MACD(c, 26, 12, 9)),
-        "bollinger": lambda: (lambda b: (b.bollinger_hband(), b.bollinger_lband(), b.bollinger_pband()))(
-            ta.volatility.BollingerBands(c, 20, 2)
-        ),
+        "bollinger": lambda: (
+            lambda b: (
+                b.bollinger_mavg(),
+                b.bollinger_hband(),
+                b.bollinger_lband(),
+                b.bollinger_pband(),
+                b.bollinger_wband(),
+            )
+        )(ta.volatility.BollingerBands(c, 20, 2)),
         "ema": lambda: [ta.trend.EMAIndicator(c, w).ema_indicator() for w in (9, 21, 50)],
         "sma": lambda: [ta.trend.SMAIndicator(c, w).sma_indicator() for w in (10, 30)],
         "atr": lambda: ta.volatility.AverageTrueRange(h, lo, c, 14).average_true_range(),

@@ -64,8 +64,12 @@ def export_onnx(model: nn.Module, n_features: int, window: int, path: str | os.P
             warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
             # tracing notes about shape checks inside nn.LSTM and the exporter's own deprecation notice
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message="The feature will be removed", category=DeprecationWarning
+            )
+            warnings.filterwarnings(
+                "ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning
+            )
             torch.onnx.export(
                 wrapper,
                 (example,),

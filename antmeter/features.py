@@ -4,36 +4,33 @@ Every feature of the row keyed ``t`` is computed from candles keyed ``<= t`` (kn
 has closed, at ``t + 1 min``) and from sentiment hours completed by then; appending later candles
 never changes an earlier value (the unit tests check this for every column).
 
-Columns (default :class:`FeatureConfig`; ``{w}`` are the configured windows):
+Columns (``{w}`` are the configured windows; :func:`feature_columns` gives the exact list):
 
-=================================  ==============================================================
-``rsi_{w}``                        RSI (``ta`` definition, 0..100)
-``macd_{f}_{s}_{g}``, ``macd_signal_…``, ``macd_hist_…``   MACD in price units; ``…_rel``: / close
-``bb_upper_{w}``, ``bb_lower_{w}``   Bollinger bands (price); ``…_rel`` = band / close - 1
-``bb_pctb_{w}``, ``bb_width_{w}``  %B (0.5 for a flat window) and width in % of the middle band
-``ema_{w}``, ``sma_{w}``           moving averages (price); ``…_rel`` = average / close - 1
-``atr_{w}``                        average true range (price); ``atr_{w}_rel`` = ATR / close
-``adx_{w}``, ``plus_di_{w}``, ``minus_di_{w}``   directional movement (0..100)
-``stoch_k_{w}``, ``stoch_d_{w}_{s}``   stochastic oscillator (0..100; 50 for a flat window)
-``mfi_{w}``                        money flow index (0..100)
-``cci_{w}``                        commodity channel index (off by default)
-``vwap_{w}``                       rolling VWAP over ``w`` candles (not session-anchored, price);
-                                   ``vwap_{w}_rel`` = VWAP / close - 1
-``obv_{w}``                        on-balance volume over ``w`` candles / their total volume (-1..1)
-``body_size``, ``upper_wick``,     candle parts as fractions of the open price
-``lower_wick``, ``range``
-``body_direction``                 sign(close - open): -1, 0, 1
-``wick_ratio``                     upper wick / (upper + lower wick); 0.5 without wicks
-``body_to_range``                  |close - open| / (high - low); 0 for a zero range
-``gap``                            open / previous close - 1
-``log_return_{k}``                 log(close[t] / close[t - k]) (by position)
-``volatility_{w}``                 sample std of the last ``w`` one-candle log returns
-``volume_change_1``                (v[t] - v[t-1]) / (v[t] + v[t-1]); 0 when both are 0 (-1..1)
-``volume_to_avg_{w}``              volume / mean volume of the last ``w`` candles; 1 when that is 0
-``tod_sin``, ``tod_cos``           time of day (of the open time) on the unit circle
-``dow_sin``, ``dow_cos``           position in the week (Monday 00:00 = 0), continuous
-``sentiment_*_1h``                 the last completed sentiment hour (see below)
-=================================  ==============================================================
+* ``rsi_{w}``: RSI (``ta`` definition, 0..100).
+* ``macd_{f}_{s}_{g}``, ``macd_signal_{f}_{s}_{g}``, ``macd_hist_{f}_{s}_{g}``: MACD in price units;
+  each with a ``_rel`` twin divided by the close.
+* ``bb_upper_{w}``, ``bb_lower_{w}``: Bollinger bands (price), ``_rel`` twins = band / close - 1;
+  ``bb_pctb_{w}`` (%B, 0.5 for a flat window) and ``bb_width_{w}`` (in % of the middle band).
+* ``ema_{w}``, ``sma_{w}``: moving averages (price), ``_rel`` twins = average / close - 1.
+* ``atr_{w}``: average true range (price), ``atr_{w}_rel`` = ATR / close.
+* ``adx_{w}``, ``plus_di_{w}``, ``minus_di_{w}``: directional movement (0..100).
+* ``stoch_k_{w}``, ``stoch_d_{w}_{s}``: stochastic oscillator (0..100; 50 for a flat window).
+* ``mfi_{w}``: money flow index (0..100); ``cci_{w}``: commodity channel index (off by default).
+* ``vwap_{w}``: VWAP over the last ``w`` candles (rolling, not session-anchored; price),
+  ``vwap_{w}_rel`` = VWAP / close - 1.
+* ``obv_{w}``: on-balance volume over the last ``w`` candles divided by their volume (-1..1).
+* Candle shape, scale-free: ``body_size``, ``upper_wick``, ``lower_wick``, ``range`` as fractions
+  of the open; ``body_direction`` = sign(close - open); ``wick_ratio`` = upper / (upper + lower
+  wick), 0.5 without wicks; ``body_to_range`` = |close - open| / (high - low), 0 for a zero range;
+  ``gap`` = open / previous close - 1.
+* ``log_return_{k}`` = log(close[t] / close[t - k]) (by position); ``volatility_{w}``: sample std
+  of the last ``w`` one-candle log returns.
+* ``volume_change_1`` = (v[t] - v[t-1]) / (v[t] + v[t-1]) (-1..1, 0 when both are 0);
+  ``volume_to_avg_{w}`` = volume / mean volume of the last ``w`` candles (1 when that mean is 0).
+* ``tod_sin``, ``tod_cos``, ``dow_sin``, ``dow_cos``: time of day and position in the week
+  (Monday 00:00 = angle 0, continuous) of the open time, UTC.
+* ``sentiment_mean_1h``, ``sentiment_count_1h``, ``sentiment_pos_share_1h``,
+  ``sentiment_neg_share_1h``: the last completed sentiment hour (see below).
 
 **Model inputs.** Raw price levels differ by symbol (and drift), so :func:`model_feature_columns`
 leaves out ``macd_*``, ``bb_upper_*``, ``bb_lower_*``, ``ema_*``, ``sma_*``, ``atr_*`` and
@@ -51,10 +48,11 @@ after their window; recursive ones (EMA, MACD, RSI, ATR, ADX/DI, all seeded like
 whole history with geometrically decaying weight, so :func:`required_warmup_minutes` adds enough
 candles that the weight of anything before the warm-up is at most ``RECURSIVE_TOLERANCE``
 (``1e-8``). :func:`compute_partition_features` computes a day from that many earlier candles;
-windowed columns then equal the full-history ones exactly (bit for bit) and recursive ones to about
-``1e-8`` of their state's spread (the unit tests assert ``rtol=1e-6`` with ``atol=1e-6`` times the
-column's scale). Features are computed by position; :func:`gap_mask` flags rows whose lookback spans
-a missing minute so callers can count and exclude them.
+windowed columns then equal the full-history ones (bit for bit when the warm-up is longer than one
+rolling-std anchor block plus the window, as with the default config; otherwise to rounding) and
+recursive ones to about ``1e-8`` of their state's spread (the unit tests assert ``rtol=1e-6`` with
+``atol=1e-6`` times the column's scale). Features are computed by position; :func:`gap_mask` flags
+rows whose lookback spans a missing minute so callers can count and exclude them.
 
 Custom features: ``FeatureConfig.custom`` holds dotted paths (``"pkg.mod:func"`` or
 ``"pkg.mod.func"``) of functions ``f(candles) -> DataFrame`` returning new columns, one row per
@@ -68,7 +66,7 @@ import importlib
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -219,9 +217,9 @@ class _Feature:
         return self.window + self.recursive_warmup
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Inputs:
-    """The candle columns as arrays, plus intermediate series shared by several features."""
+    """The candle columns as float64 arrays and the open times as int64 nanoseconds."""
 
     open: np.ndarray
     high: np.ndarray
@@ -229,23 +227,11 @@ class _Inputs:
     close: np.ndarray
     volume: np.ndarray
     times_ns: np.ndarray
-    cache: dict = field(default_factory=dict)
 
     @property
     def phase(self) -> int:
         """The first candle's minute number: aligns anchor blocks to absolute time across partitions."""
         return int(self.times_ns[0] // _MINUTE_NS) if self.times_ns.shape[0] else 0
-
-    def log_close(self) -> np.ndarray:
-        if "log_close" not in self.cache:
-            self.cache["log_close"] = np.log(self.close)
-        return self.cache["log_close"]
-
-    def volume_mean(self, window: int) -> np.ndarray:
-        key = ("volume_mean", window)
-        if key not in self.cache:
-            self.cache[key] = ind.rolling_mean(self.volume, window)
-        return self.cache[key]
 
 
 def _features(config: FeatureConfig) -> list[_Feature]:
@@ -372,7 +358,7 @@ def _compute_builtin(x: _Inputs, config: FeatureConfig) -> dict[str, np.ndarray]
     if config.obv_window is not None:
         cols[f"obv_{config.obv_window}"] = ind.rolling_obv(c, v, config.obv_window)
     cols.update(_candle_shape(o, h, lo, c))
-    log_close = x.log_close()
+    log_close = np.log(c)
     for k in config.return_lags:
         cols[f"log_return_{k}"] = _lagged_difference(log_close, k)
     for w in config.volatility_windows:
@@ -380,12 +366,12 @@ def _compute_builtin(x: _Inputs, config: FeatureConfig) -> dict[str, np.ndarray]
             _lagged_difference(log_close, 1), w, ddof=1, phase=x.phase
         )[1]
     previous = np.empty_like(v)
-    previous[0] = np.nan
+    previous[:1] = np.nan
     previous[1:] = v[:-1]
     cols["volume_change_1"] = ind.safe_divide(v - previous, v + previous)
     if config.volume_avg_window is not None:
         cols[f"volume_to_avg_{config.volume_avg_window}"] = ind.safe_divide(
-            v, x.volume_mean(config.volume_avg_window), 1.0
+            v, ind.rolling_mean(v, config.volume_avg_window), 1.0
         )
     cols.update(_time_features(x.times_ns))
     return cols
@@ -404,7 +390,7 @@ def _candle_shape(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray) -
     top, bottom = np.maximum(o, c), np.minimum(o, c)
     upper, lower, span = h - top, bottom - lo, h - lo
     gap = np.empty_like(o)
-    gap[0] = np.nan
+    gap[:1] = np.nan
     np.divide(o[1:], c[:-1], out=gap[1:])
     gap[1:] -= 1.0
     return {
@@ -469,7 +455,8 @@ def _prepare_sentiment(sentiment_hourly: pd.DataFrame, symbol: str | None) -> pd
     if bad.size:
         i = int(bad[0])
         raise ValueError(
-            f"sentiment_hourly: row {i}, field 'article_count': not a count: {frame['article_count'].iloc[i]!r}"
+            f"sentiment_hourly: row {i}, field 'article_count': "
+            f"not a count: {frame['article_count'].iloc[i]!r}"
         )
     values = {"sentiment_count_1h": count}
     for source, target in (

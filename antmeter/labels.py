@@ -62,7 +62,8 @@ class LabelConfig:
             math.isfinite(self.flat_band_vol_mult) and self.flat_band_vol_mult >= 0
         ):
             raise ValueError(
-                f"LabelConfig.flat_band_vol_mult must be None or a finite number >= 0, got {self.flat_band_vol_mult!r}"
+                "LabelConfig.flat_band_vol_mult must be None or a finite number >= 0, "
+                f"got {self.flat_band_vol_mult!r}"
             )
         if (
             isinstance(self.vol_window, bool)

@@ -6,8 +6,9 @@ Pure functions; the Dagster gate asset, the incremental-retraining job and the r
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -133,3 +134,37 @@ def score_bundle(bundle_dir, samples, indices: np.ndarray, config: GateConfig, p
     proba, regression = model.predict_samples(samples, indices)
     metrics = classification_metrics(samples.y_class[indices, sample_h], proba[:, h])
     return float(metrics[config.metric]), proba, regression, list(model.schema.names)
+
+
+def holdout_baseline_scores(
+    holdout_metrics: Iterable[Mapping[str, Any]], config: GateConfig, model_name: str
+) -> dict[str, float]:
+    """The baselines' gate-metric scores at the gate horizon from tidy holdout rows (``model, horizon,
+    metric, value``, e.g. ``CandidateResult.holdout_metrics.to_dict(orient="records")``), the model's own
+    row left out."""
+    return {
+        str(row["model"]): float(row["value"])
+        for row in holdout_metrics
+        if row["metric"] == config.metric and int(row["horizon"]) == config.horizon and row["model"] != model_name
+    }
+
+
+def gate_candidate(
+    candidate_dir,
+    champion_dir,
+    samples,
+    indices: np.ndarray,
+    config: GateConfig,
+    baseline_scores: Mapping[str, float],
+    extra_problems: Sequence[str] = (),
+) -> GateDecision:
+    """Score the candidate bundle (and the champion bundle, when there is one) on the same rows through
+    :func:`score_bundle`, check the candidate's sanity, and decide with :func:`decide_promotion`.
+
+    ``champion_dir`` None means there is no champion yet. ``extra_problems`` (e.g. ONNX parity problems)
+    disqualify the candidate like sanity problems. The Dagster gate and the replay runner both call this.
+    """
+    candidate_score, proba, regression, names = score_bundle(candidate_dir, samples, indices, config)
+    problems = [*extra_problems, *sanity_problems(proba, regression, list(samples.schema.names), names)]
+    champion_score = None if champion_dir is None else score_bundle(champion_dir, samples, indices, config)[0]
+    return decide_promotion(config, candidate_score, champion_score, baseline_scores, problems)

@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import enum
 import io
+import sqlite3
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,12 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK_KEY = 0x616E746D6574  # "antmet": the pg_advisory_xact_lock key for migrate()
 _BEGIN_OPTION = "antmeter_sqlite_begin"
 _PG_UNIQUE_VIOLATION = "23505"
-_PG_MERGE_WORK_MEM = "64MB"
+# Planner settings for the merge statements (SET LOCAL: they end with the write transaction). The stage
+# table has no statistics and a freshly vacuumed empty target reports 0 rows, which can make the planner
+# pick a nested loop that seq-scans the target once per staged row (quadratic, minutes for 250k rows).
+# With seq scans priced out the target is only ever reached through its primary-key index; JIT is off
+# because that pricing inflates plan costs past the JIT thresholds (0.5 s of compiling per statement).
+_PG_MERGE_SETTINGS = ("SET LOCAL enable_seqscan = off", "SET LOCAL jit = off", "SET LOCAL work_mem = '64MB'")
 
 
 def _utc_timestamp(value: object, what: str) -> pd.Timestamp:
@@ -356,10 +363,7 @@ def _normalize_column(table: str, column: sa.Column, series: pd.Series) -> _Valu
         raise _bad(
             table, _first(not_int), name, f"expected a 32-bit integer, got {series.iloc[_first(not_int)]!r}"
         )
-    ints = (
-        numeric.to_numpy(dtype="int64", na_value=0) if pd.api.types.is_integer_dtype(numeric.dtype) else whole
-    )
-    return _Values(kind, np.asarray(ints, dtype=np.int64), null)
+    return _Values(kind, whole.astype(np.int64), null)  # exact: integral and within the int32 range
 
 
 def _table_or_raise(table: str) -> sa.Table:
@@ -491,13 +495,33 @@ def _engine_url(url: str) -> sa.URL:
     )
 
 
-def _on_sqlite_connect(dbapi_connection, _record) -> None:
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record) -> None:
     dbapi_connection.isolation_level = None  # the driver's implicit transactions off: we emit BEGIN ourselves
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout = {_SQLITE_BUSY_TIMEOUT_MS}")
-    cursor.execute("PRAGMA journal_mode = WAL")
+    _enable_wal(cursor)
     cursor.execute("PRAGMA synchronous = NORMAL")  # in WAL mode: atomic and consistent, fsync at checkpoints
     cursor.close()
+
+
+def _enable_wal(cursor: sqlite3.Cursor) -> None:
+    """Switch the file to WAL (persistent, so a no-op after the first time).
+
+    Switching needs an exclusive lock and SQLite answers "database is locked" at once, without the busy
+    handler, while another connection is creating the same new file; so retry until the busy timeout.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_MS / 1000
+    while (mode := cursor.execute("PRAGMA journal_mode").fetchone()[0]) not in ("wal", "memory"):
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError(
+                f"could not switch the SQLite file to WAL (journal_mode is {mode})"
+            )
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error):
+                raise
+            time.sleep(0.01)
 
 
 def _on_sqlite_begin(conn: sa.Connection) -> None:
@@ -730,11 +754,12 @@ class MarketStore:
     def _pg_copy_upsert(conn: sa.Connection, table: sa.Table, payload: bytes) -> None:
         """Stage ``payload`` with binary COPY, then merge it into ``table`` (all in the caller's transaction).
 
-        Rows already stored are merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` (only those
-        whose values changed); rows not stored yet go in with a plain ``INSERT ... SELECT`` (about 2x
-        faster than the speculative insertion ON CONFLICT does per row). If a concurrent writer stores
-        one of those keys in between, that insert fails with a unique violation, is rolled back to its
-        savepoint, and the whole stage is merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``.
+        If some staged keys are stored already, those rows are merged with ``INSERT ... SELECT ... ON
+        CONFLICT DO UPDATE`` (only rows whose values changed). The remaining rows, or all of them when no
+        key is stored yet, go in with a plain ``INSERT ... SELECT``: about 2x faster than the speculative
+        insertion that ON CONFLICT does for every new row. If a concurrent writer stores one of those keys
+        in between, that insert fails with a unique violation, is rolled back to its savepoint, and the
+        whole stage is merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead.
         """
         quote = conn.dialect.identifier_preparer.quote
         stage = f"_stage_{table.name}"
@@ -745,23 +770,31 @@ class MarketStore:
         with conn.connection.dbapi_connection.cursor() as cursor:
             copy = f"COPY {quote(stage)} ({', '.join(map(quote, names))}) FROM STDIN WITH (FORMAT binary)"
             cursor.copy_expert(copy, io.BytesIO(payload))
-        conn.exec_driver_sql(f"SET LOCAL work_mem = '{_PG_MERGE_WORK_MEM}'")  # joins of the stage in memory
+        for setting in _PG_MERGE_SETTINGS:
+            conn.exec_driver_sql(setting)
 
         staged = sa.table(stage, *[sa.column(n) for n in names])
         stored = table.alias("stored")
         same_key = sa.and_(*[stored.c[c.name] == staged.c[c.name] for c in table.primary_key.columns])
-        changed_rows = sa.select(staged).join(stored, same_key).where(_changed(table, stored.c, staged.c))
-        new_rows = sa.select(staged).where(~sa.exists().where(same_key))
-        conn.execute(_merge(postgresql.insert(table).from_select(names, changed_rows), table, sa.func.least))
+        merge_all = _merge(
+            postgresql.insert(table).from_select(names, sa.select(staged)), table, sa.func.least
+        )
+        new_rows = sa.select(staged)
+        if conn.execute(
+            sa.select(sa.exists(sa.select(1).select_from(staged).join(stored, same_key)))
+        ).scalar():
+            changed_rows = sa.select(staged).join(stored, same_key).where(_changed(table, stored.c, staged.c))
+            conn.execute(
+                _merge(postgresql.insert(table).from_select(names, changed_rows), table, sa.func.least)
+            )
+            new_rows = new_rows.where(~sa.exists().where(same_key))
         try:
             with conn.begin_nested():
                 conn.execute(sa.insert(table).from_select(names, new_rows))
         except sa.exc.IntegrityError as error:
             if getattr(error.orig, "pgcode", None) != _PG_UNIQUE_VIOLATION:
                 raise
-            conn.execute(
-                _merge(postgresql.insert(table).from_select(names, sa.select(staged)), table, sa.func.least)
-            )
+            conn.execute(merge_all)
 
 
 def _changed(table: sa.Table, stored, new) -> sa.ColumnElement[bool]:

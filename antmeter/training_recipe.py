@@ -191,7 +191,8 @@ def train_candidate(samples: SampleSet, config: RecipeConfig, work_dir: Path, *,
 
 def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: RecipeConfig, work_dir: Path,
                progress: Progress):
-    """Fine-tune the champion on the most recent pre-holdout data, keeping its feature scaler."""
+    """Fine-tune the champion on the most recent pre-holdout data, keeping its feature scaler (batches of
+    the preset's size; epochs and the constant learning rate are the fine-tune's own)."""
     from antmeter.training import fine_tune, load_target_scaler, load_weights
 
     scaler = FeatureScaler.load(base_bundle)
@@ -207,7 +208,7 @@ def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: Rec
     result = fine_tune(load_weights(base_bundle), scaled.view(train_idx), scaled.view(val_idx),
                        epochs=config.fine_tune_epochs, lr=config.fine_tune_lr,
                        target_scaler=load_target_scaler(base_bundle), seed=config.seeds[0],
-                       checkpoint_dir=work_dir / "ckpt-finetune")
+                       batch_size=_training_options(config)["batch_size"], checkpoint_dir=work_dir / "ckpt-finetune")
     return result, scaler, scaled, train_idx
 
 

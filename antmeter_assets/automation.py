@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from antmeter_assets import jobs
-from antmeter_assets.partitions import symbol_day_key, symbol_partitions, utc_now
+from antmeter_assets.partitions import clock_is_configured, symbol_day_key, symbol_partitions, utc_now
 from antmeter_resources import AlertWebhookResource
 
 DEFAULT_STATUS = (
@@ -28,6 +28,8 @@ SENSOR_STATUS = (
 SENSOR_INTERVAL_S = int(os.environ.get("ANTMETER_SENSOR_INTERVAL_S", "60"))
 RETENTION_DAYS = int(os.environ.get("ANTMETER_RUN_RETENTION_DAYS", "3"))
 SCHEDULE_TAG = "antmeter/launched_by"
+# The predictions floor's cadence (a replay or test on a fast clock shortens it, e.g. "* * * * *").
+PREDICTIONS_CRON = os.environ.get("ANTMETER_PREDICTIONS_CRON", "*/5 * * * *")
 
 
 def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg.RunRequest]:
@@ -36,8 +38,10 @@ def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg
     days = [now.date()]
     if now - now.normalize() < pd.Timedelta(minutes=5):
         days.insert(0, (now - pd.Timedelta(days=1)).date())
+    # a schedule returning several requests must key each one (keys are scoped to the tick)
     return [
-        dg.RunRequest(partition_key=symbol_day_key(symbol, str(day)), tags={SCHEDULE_TAG: "harvest_schedule"})
+        dg.RunRequest(run_key=f"harvest-{day}-{symbol}", partition_key=symbol_day_key(symbol, str(day)),
+                      tags={SCHEDULE_TAG: "harvest_schedule"})
         for day in days
         for symbol in sorted(instance.get_dynamic_partitions(symbol_partitions.name))
     ]
@@ -46,7 +50,10 @@ def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg
 @dg.schedule(job=jobs.harvest_job, cron_schedule="* * * * *", default_status=DEFAULT_STATUS,
              description="Refresh today's candles for every symbol, every minute (the live feed).")
 def harvest_schedule(context: dg.ScheduleEvaluationContext):
-    now = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC") if context.scheduled_execution_time else utc_now()
+    """The tick's time decides the day; a configured clock (a replay: ``ANTMETER_NOW`` or the simulated
+    clock, see ``utc_now``) replaces it, so the feed follows the simulated day."""
+    tick = context.scheduled_execution_time
+    now = pd.Timestamp(tick).tz_convert("UTC") if tick and not clock_is_configured() else utc_now()
     return harvest_requests(context.instance, now)
 
 
@@ -65,9 +72,9 @@ def export_schedule(context: dg.ScheduleEvaluationContext):
 
 
 predictions_schedule = dg.ScheduleDefinition(
-    name="predictions_schedule", job=jobs.predictions_job, cron_schedule="*/5 * * * *",
+    name="predictions_schedule", job=jobs.predictions_job, cron_schedule=PREDICTIONS_CRON,
     default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "predictions_schedule"},
-    description="Floor for predictions: every 5 minutes even when no automation fired.")
+    description="Floor for predictions: every 5 minutes (ANTMETER_PREDICTIONS_CRON) even when no automation fired.")
 verification_schedule = dg.ScheduleDefinition(
     name="verification_schedule", job=jobs.verification_job, cron_schedule="0 * * * *",
     default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "verification_schedule"},

@@ -27,14 +27,20 @@ with_next_day = dg.MultiPartitionMapping(
 )
 
 # eager(), but looking back one day (so yesterday's labels complete when today's first candles
-# land) and only after the upstream blocking checks passed.
+# land) and only while no upstream partition has a failed blocking check. The lookback is measured
+# from the end of the latest window, which is the end of *today* (end_offset=1): two days reach
+# yesterday. Dagster's all_deps_blocking_checks_passed() holds when *any* partition of a dep's
+# two-day window passed, so the condition is written as "no mapped partition failed" instead.
+_upstream_blocking_check_failed = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+).with_label("any_deps_blocking_check_failed")
 _after_blocking_checks = (
-    dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=1))
+    dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=2))
     & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & ~_upstream_blocking_check_failed
 ).with_label("eager (1-day lookback) after blocking checks")
 
 

@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from antmeter_assets.models import MODEL_TYPES, fine_tune_defaults
 from antmeter_assets.partitions import daily_partitions, symbol_day_partitions
 
 harvest_job = dg.define_asset_job(
@@ -42,7 +43,7 @@ training_job = dg.define_asset_job(
 incremental_retrain_job = dg.define_asset_job(
     "incremental_retrain_job",
     selection=dg.AssetSelection.groups("models"),
-    config={"ops": {f"{t}_candidate": {"config": {"mode": "incremental"}} for t in ("lstm", "transformer", "patchtst")}},
+    config={"ops": {f"{t}_candidate": {"config": {"mode": "incremental", **fine_tune_defaults()}} for t in MODEL_TYPES}},
     description="Fine-tune each champion on recent data, then the same promotion gate as full training.",
     tags={"antmeter/stage": "training", "antmeter/mode": "incremental"},
 )

@@ -25,8 +25,11 @@ OHLCV_CHECKS: list[tuple[str, str, bool]] = [
     partitions_def=symbol_day_partitions,
     group_name="market",
     kinds={"python", "sql"},
+    # partitioned like the asset: a check result belongs to its symbol x day, so one bad partition
+    # neither blocks nor is unblocked by the automation of the others
     check_specs=[
-        dg.AssetCheckSpec(name, asset="ohlcv", description=text, blocking=blocking)
+        dg.AssetCheckSpec(name, asset="ohlcv", description=text, blocking=blocking,
+                          partitions_def=symbol_day_partitions)
         for name, text, blocking in OHLCV_CHECKS
     ],
     automation_condition=dg.AutomationCondition.on_missing(),

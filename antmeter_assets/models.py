@@ -2,28 +2,62 @@
 
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from antmeter_assets.features import partition_file
-from antmeter_resources import AntmeterSettings, MlflowResource
+from antmeter_assets.partitions import utc_now
+from antmeter_resources import AntmeterSettings, MlflowResource, enabled_model_types
 
-MODEL_TYPES = ("lstm", "transformer", "patchtst")
+# The model types of this code location (ANTMETER_MODEL_TYPES, default all three).
+MODEL_TYPES = tuple(enabled_model_types())
 DATASET_DIR = ("datasets", "training")
+FINE_TUNE_FIELDS = ("fine_tune_epochs", "fine_tune_lr", "fine_tune_days")
 
 
 class TrainingRunConfig(dg.Config):
-    """``full`` trains from scratch on walk-forward folds; ``incremental`` fine-tunes the champion."""
+    """``full`` trains from scratch on walk-forward folds; ``incremental`` fine-tunes the champion.
+
+    The fine-tune settings (epochs, constant learning rate, days of the newest pre-holdout data it
+    trains on) default to the training recipe's; the incremental job's defaults come from
+    ``ANTMETER_FINE_TUNE`` (see :func:`fine_tune_defaults`), and a launched run may set its own.
+    """
 
     mode: str = "full"
+    fine_tune_epochs: int | None = Field(default=None, ge=1)
+    fine_tune_lr: float | None = Field(default=None, gt=0)
+    fine_tune_days: float | None = Field(default=None, gt=0)
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The fine-tune settings this run sets (the rest keep the recipe's defaults)."""
+        return {name: getattr(self, name) for name in FINE_TUNE_FIELDS if getattr(self, name) is not None}
+
+
+def fine_tune_defaults() -> dict[str, Any]:
+    """``ANTMETER_FINE_TUNE``: a JSON object of fine-tune settings for the incremental job's default
+    config, e.g. ``{"fine_tune_lr": 0.005, "fine_tune_epochs": 4, "fine_tune_days": 1.5}``."""
+    raw = os.environ.get("ANTMETER_FINE_TUNE")
+    if not raw:
+        return {}
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ANTMETER_FINE_TUNE is not valid JSON: {exc}") from None
+    if not isinstance(values, dict) or set(values) - set(FINE_TUNE_FIELDS):
+        raise ValueError(f"ANTMETER_FINE_TUNE must be a JSON object with keys among {list(FINE_TUNE_FIELDS)}, "
+                         f"got {raw!r}")
+    return TrainingRunConfig(mode="incremental", **values).recipe_overrides()
 
 
 def training_days(settings: AntmeterSettings, available: list[str]) -> list[str]:
     """The newest ``training_days`` complete days, leaving the newest ``serving_days`` (and today) out."""
-    today = str(pd.Timestamp.now(tz="UTC").date())
+    today = str(utc_now().date())
     complete = sorted(d for d in available if d < today)
     usable = complete[: max(len(complete) - settings.serving_days, 0)]
     return usable[-settings.training_days :]
@@ -126,7 +160,8 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             if champion is None:
                 raise ValueError(f"incremental retraining needs a champion of {name}; run the full training first")
             base = registry.download_version(champion, work / "champion")
-        recipe = RecipeConfig(model_type=model_type, preset=settings.preset, primary_horizon=settings.primary_horizon)
+        recipe = RecipeConfig(model_type=model_type, preset=settings.preset, primary_horizon=settings.primary_horizon,
+                              **config.recipe_overrides())
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
         result = train_candidate(samples, recipe, work, progress=context.log.info, base_bundle=base,
                                  extra_serving={"training_days": days["days"]})
@@ -192,17 +227,13 @@ def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_
                                 margin=settings.promotion_margin)
     client = mlflow.client()
     name = manifest["registered_name"]
-    cand_score, proba, reg, names = promotion.score_bundle(manifest["bundle_dir"], samples, indices, gate)
-    problems = list(manifest["parity_problems"]) + promotion.sanity_problems(
-        proba, reg, list(samples.schema.names), names)
     current = registry.champion(client, name)
-    champ_score = None
+    champ_dir = None
     if current is not None and str(current.version) != manifest["version"]:
         champ_dir = registry.download_version(current, settings.path("runs", model_type, context.run_id, "champion"))
-        champ_score = promotion.score_bundle(champ_dir, samples, indices, gate)[0]
-    baselines = {r["model"]: r["value"] for r in manifest["holdout_metrics"]
-                 if r["metric"] == gate.metric and r["horizon"] == gate.horizon and r["model"] != model_type}
-    decision = promotion.decide_promotion(gate, cand_score, champ_score, baselines, problems)
+    baselines = promotion.holdout_baseline_scores(manifest["holdout_metrics"], gate, model_type)
+    decision = promotion.gate_candidate(manifest["bundle_dir"], champ_dir, samples, indices, gate, baselines,
+                                        extra_problems=manifest["parity_problems"])
     registry.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
     client.set_tag(manifest["run_id"], "gate", "promoted" if decision.promote else "rejected")
     client.set_tag(manifest["run_id"], "gate_reason", decision.summary[:5000])

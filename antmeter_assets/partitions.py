@@ -44,7 +44,40 @@ def symbol_day_key(symbol: str, day: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"date": day, "symbol": symbol})
 
 
+# The environment variables of the clock (see utc_now).
+CLOCK_SETTINGS = ("ANTMETER_NOW", "ANTMETER_CLOCK_ORIGIN", "ANTMETER_CLOCK_WALL_START", "ANTMETER_CLOCK_SPEED")
+
+
 def utc_now() -> pd.Timestamp:
-    """Wall-clock now, overridable by ``ANTMETER_NOW`` (ISO time) for replays and tests."""
-    override = os.environ.get("ANTMETER_NOW")
-    return pd.Timestamp(override, tz="UTC") if override else pd.Timestamp.now(tz="UTC")
+    """Now in UTC: the wall clock, unless a replay or test configures its own clock.
+
+    ``ANTMETER_NOW`` (ISO time) pins it. ``ANTMETER_CLOCK_ORIGIN`` (ISO time) with
+    ``ANTMETER_CLOCK_WALL_START`` (Unix seconds) runs a simulated clock that read the origin at that
+    wall instant and runs ``ANTMETER_CLOCK_SPEED`` (default 1) times as fast as the wall clock:
+    ``origin + (wall - wall_start) * speed``. Being a pure function of the environment, it gives the
+    code server and every run worker it starts one shared simulated time (e.g. a live deployment
+    replayed over fixed historical days).
+    """
+    pinned = os.environ.get("ANTMETER_NOW")
+    if pinned:
+        return pd.Timestamp(pinned, tz="UTC")
+    origin = os.environ.get("ANTMETER_CLOCK_ORIGIN")
+    if not origin:
+        return pd.Timestamp.now(tz="UTC")
+    try:
+        start = float(os.environ["ANTMETER_CLOCK_WALL_START"])
+        speed = float(os.environ.get("ANTMETER_CLOCK_SPEED") or 1.0)
+        origin_time = pd.Timestamp(origin)
+    except (KeyError, ValueError) as exc:
+        raise ValueError("ANTMETER_CLOCK_ORIGIN needs an ISO time, ANTMETER_CLOCK_WALL_START Unix seconds and "
+                         f"ANTMETER_CLOCK_SPEED (optional) a number: {exc!r}") from exc
+    if not speed > 0:
+        raise ValueError(f"ANTMETER_CLOCK_SPEED must be > 0, got {speed}")
+    origin_time = origin_time.tz_localize("UTC") if origin_time.tzinfo is None else origin_time.tz_convert("UTC")
+    elapsed = pd.Timedelta(seconds=(pd.Timestamp.now(tz="UTC").timestamp() - start) * speed)
+    return (origin_time + elapsed).floor("us")  # the wall clock's (and the stores') resolution
+
+
+def clock_is_configured() -> bool:
+    """Whether ``utc_now`` follows a configured (pinned or simulated) clock rather than the wall clock."""
+    return bool(os.environ.get("ANTMETER_NOW") or os.environ.get("ANTMETER_CLOCK_ORIGIN"))

@@ -2,6 +2,7 @@
 
 
 import json
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -12,6 +13,9 @@ from antmeter_assets.partitions import utc_now
 from antmeter_resources import AntmeterSettings, MarketStoreResource
 
 MAX_BACKFILL = pd.Timedelta(days=2)
+# When automation verifies predictions: after each tick of this cron, once predictions have updated
+# since it (hourly; a replay or test on a fast clock shortens it, e.g. "* * * * *").
+VERIFICATION_CRON = os.environ.get("ANTMETER_VERIFICATION_CRON", "0 * * * *")
 
 
 def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
@@ -31,7 +35,10 @@ def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
     automation_condition=(
         dg.AutomationCondition.any_deps_updated().since_last_handled()
         & ~dg.AutomationCondition.in_progress()
-        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        # only the features' checks gate: a model type without a champion (never trained, or its
+        # first candidate rejected) has no passed champion check and would block every prediction
+        & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(
+            dg.AssetSelection.assets(*(f"{t}_champion" for t in MODEL_TYPES)))
     ).with_label("on new features or a new champion"),
 )
 def predictions(
@@ -92,7 +99,7 @@ def predictions(
     group_name="live",
     kinds={"sql", "matplotlib"},
     deps=[predictions],
-    automation_condition=dg.AutomationCondition.on_cron("0 * * * *") & ~dg.AutomationCondition.in_progress(),
+    automation_condition=dg.AutomationCondition.on_cron(VERIFICATION_CRON) & ~dg.AutomationCondition.in_progress(),
 )
 def verification_report(
     context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource

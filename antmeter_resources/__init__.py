@@ -7,6 +7,7 @@ webhook URLs, database passwords) are read only from environment variables.
 """
 
 from antmeter_resources.resources import (
+    ALL_MODEL_TYPES,
     AlertWebhookResource,
     AntmeterSettings,
     CandleSourceResource,
@@ -14,10 +15,13 @@ from antmeter_resources.resources import (
     MlflowResource,
     NewsSourceResource,
     default_data_dir,
+    enabled_model_types,
     resources_from_env,
+    settings_overrides,
 )
 
 __all__ = [
+    "ALL_MODEL_TYPES",
     "AlertWebhookResource",
     "AntmeterSettings",
     "CandleSourceResource",
@@ -25,5 +29,7 @@ __all__ = [
     "MlflowResource",
     "NewsSourceResource",
     "default_data_dir",
+    "enabled_model_types",
     "resources_from_env",
+    "settings_overrides",
 ]

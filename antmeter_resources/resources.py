@@ -23,11 +23,23 @@ log = logging.getLogger("antmeter.resources")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _STORES: dict[str, Any] = {}
 _STORES_LOCK = threading.Lock()
+ALL_MODEL_TYPES = ("lstm", "transformer", "patchtst")
 
 
 def default_data_dir() -> Path:
     """Where the embedded default keeps its files: ``$ANTMETER_DATA_DIR`` or ``<repo>/data``."""
     return Path(os.environ.get("ANTMETER_DATA_DIR") or REPO_ROOT / "data").resolve()
+
+
+def enabled_model_types() -> list[str]:
+    """The model types this deployment trains and serves: ``ANTMETER_MODEL_TYPES`` (comma-separated,
+    e.g. ``lstm``), by default all of them. It also decides which model assets the code location has."""
+    raw = os.environ.get("ANTMETER_MODEL_TYPES", "")
+    chosen = list(dict.fromkeys(t.strip().lower() for t in raw.split(",") if t.strip()))
+    unknown = [t for t in chosen if t not in ALL_MODEL_TYPES]
+    if unknown:
+        raise ValueError(f"ANTMETER_MODEL_TYPES: unknown model type(s) {unknown}; choose from {list(ALL_MODEL_TYPES)}")
+    return chosen or list(ALL_MODEL_TYPES)
 
 
 class AntmeterSettings(dg.ConfigurableResource):
@@ -38,7 +50,7 @@ class AntmeterSettings(dg.ConfigurableResource):
     horizons: list[int] = [5, 10, 30]
     primary_horizon: int = 5
     task: str = "binary"
-    model_types: list[str] = ["lstm", "transformer", "patchtst"]
+    model_types: list[str] = Field(default_factory=enabled_model_types)
     preset: str = "laptop"
     training_days: int = 14
     serving_days: int = 1
@@ -91,6 +103,7 @@ class CandleSourceResource(dg.ConfigurableResource):
     anchor_date: str = "2024-01-01"
     predictable: bool = True
     signal_flip_at: str | None = None
+    signal_strength: float | None = None  # None: the simulator's default
     binance_base_url: str = "https://api.binance.com"
     binance_timeout_s: float = 10.0
     file_dir: str | None = None
@@ -103,6 +116,7 @@ class CandleSourceResource(dg.ConfigurableResource):
             anchor_date=self.anchor_date,
             predictable=self.predictable,
             signal_flip_at=self.signal_flip_at,
+            **({} if self.signal_strength is None else {"signal_strength": self.signal_strength}),
         )
 
     def fetch_day(self, symbol: str, day: dt.date | str, now: pd.Timestamp, interval: str = "1m") -> pd.DataFrame:
@@ -216,16 +230,48 @@ def _env_or(name: str, default: Any) -> Any:
     return dg.EnvVar(name) if os.environ.get(name) else default
 
 
+def _env_float(name: str) -> float | None:
+    raw = os.environ.get(name)
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def settings_overrides() -> dict[str, Any]:
+    """``ANTMETER_SETTINGS``: a JSON object overriding fields of :class:`AntmeterSettings`, e.g.
+    ``{"training_days": 7, "serving_days": 0, "preset": "ci"}`` (model types: ``ANTMETER_MODEL_TYPES``)."""
+    raw = os.environ.get("ANTMETER_SETTINGS")
+    if not raw:
+        return {}
+    try:
+        overrides = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ANTMETER_SETTINGS is not valid JSON: {exc}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"ANTMETER_SETTINGS must be a JSON object, got {type(overrides).__name__}")
+    allowed = set(AntmeterSettings.model_fields) - {"data_dir", "model_types"}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"ANTMETER_SETTINGS: unknown or not overridable setting(s) {unknown}; choose from "
+                         f"{sorted(allowed)} (data_dir: ANTMETER_DATA_DIR, model_types: ANTMETER_MODEL_TYPES)")
+    return overrides
+
+
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources of the code location: embedded defaults, overridden by environment variables."""
     return {
-        "settings": AntmeterSettings(data_dir=_env_or("ANTMETER_DATA_DIR", str(default_data_dir()))),
+        "settings": AntmeterSettings(data_dir=_env_or("ANTMETER_DATA_DIR", str(default_data_dir())),
+                                     **settings_overrides()),
         "store": MarketStoreResource(url=_env_or("ANTMETER_STORE_URL", MarketStoreResource().url)),
         "candles": CandleSourceResource(
             kind=_env_or("ANTMETER_CANDLE_SOURCE", "simulator"),
             binance_base_url=_env_or("ANTMETER_BINANCE_BASE_URL", "https://api.binance.com"),
             file_dir=_env_or("ANTMETER_CANDLE_FILE_DIR", None),
             signal_flip_at=_env_or("ANTMETER_SIM_SIGNAL_FLIP_AT", None),
+            signal_strength=_env_float("ANTMETER_SIM_SIGNAL_STRENGTH"),
         ),
         "news": NewsSourceResource(
             kind=_env_or("ANTMETER_NEWS_SOURCE", "simulator"),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -101,11 +102,25 @@ def main() -> None:
     started = time.perf_counter()
     splits = load_splits(args.csv, args.horizon)
     model = PatchTSTForecaster(
-        n_channels=7, window=LOOKBACK, horizon=args.horizon, revin=True, revin_affine=False, head_dropout=0.0,
-        patch_len=16, stride=8, d_model=16, n_heads=4, depth=3, d_ff=128, dropout=0.3, attn_dropout=0.0,
+        n_channels=7,
+        window=LOOKBACK,
+        horizon=args.horizon,
+        revin=True,
+        revin_affine=False,
+        head_dropout=0.0,
+        patch_len=16,
+        stride=8,
+        d_model=16,
+        n_heads=4,
+        depth=3,
+        d_ff=128,
+        dropout=0.3,
+        attn_dropout=0.0,
     )
     generator = torch.Generator().manual_seed(args.seed)
-    train_loader = DataLoader(splits["train"], batch_size=args.batch_size, shuffle=True, drop_last=True, generator=generator)
+    train_loader = DataLoader(
+        splits["train"], batch_size=args.batch_size, shuffle=True, drop_last=True, generator=generator
+    )
     val_loader = DataLoader(splits["val"], batch_size=args.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 0.9 ** max(0, epoch - 3))
@@ -119,6 +134,7 @@ def main() -> None:
             stopped_by = "time_budget"
             break
         epoch_start = time.perf_counter()
+        epoch_lr = optimizer.param_groups[0]["lr"]
         model.train()
         for x, y in train_loader:
             optimizer.zero_grad(set_to_none=True)
@@ -133,9 +149,9 @@ def main() -> None:
             best = {"val_mse": val_mse, "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
         print(
             f"epoch {epoch + 1}: val_mse {val_mse:.4f}{' *' if improved else ''} "
-            f"({epoch_seconds[-1]:.0f} s, lr {optimizer.param_groups[0]['lr']:.2e})",
+            f"({epoch_seconds[-1]:.0f} s, lr {epoch_lr:.2e})",
             flush=True,
-            file=__import__("sys").stderr,
+            file=sys.stderr,
         )
         if epoch - best["epoch"] >= args.patience:
             stopped_by = "patience"

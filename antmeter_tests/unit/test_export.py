@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,26 @@ WINDOW, FEATURES, HORIZONS = 24, 6, (1, 3)
 TINY = {
     "lstm": {"lstm_units": [24, 12], "dense_units": 8},
     "transformer": {"d_model": 16, "n_heads": 2, "depth": 1, "d_ff": 32},
-    "patchtst": {"patch_len": 8, "stride": 4, "d_model": 16, "n_heads": 2, "depth": 1, "d_ff": 32, "pooling": "cls"},
+    "patchtst": {
+        "patch_len": 8,
+        "stride": 4,
+        "d_model": 16,
+        "n_heads": 2,
+        "depth": 1,
+        "d_ff": 32,
+        "pooling": "cls",
+    },
 }
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads on a shared 2-core machine; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _data(n_classes: int) -> tuple[Subset, Subset, np.ndarray, np.ndarray]:
@@ -43,16 +61,19 @@ def _data(n_classes: int) -> tuple[Subset, Subset, np.ndarray, np.ndarray]:
     else:
         y_class = np.digitize(y_reg, [-0.3, 0.3]).astype(np.int64)
     full = TensorDataset(
-        torch.from_numpy(x), torch.from_numpy(y_class), torch.from_numpy(y_reg), torch.zeros(n, dtype=torch.int64)
+        torch.from_numpy(x),
+        torch.from_numpy(y_class),
+        torch.from_numpy(y_reg),
+        torch.zeros(n, dtype=torch.int64),
     )
     return Subset(full, range(500)), Subset(full, range(500, n)), x[500:], y_class[500:]
 
 
 @pytest.mark.parametrize(
-    ("model_type", "task"), [("lstm", "binary"), ("transformer", "three_class"), ("patchtst", "binary"), ("patchtst", "three_class")]
+    ("model_type", "task"),
+    [("lstm", "binary"), ("transformer", "three_class"), ("patchtst", "binary"), ("patchtst", "three_class")],
 )
 def test_trained_model_exports_quantizes_and_keeps_parity(model_type: str, task: str, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     n_classes = 2 if task == "binary" else 3
     train_ds, val_ds, x_val, y_val = _data(n_classes)
     result = train_model(
@@ -71,7 +92,9 @@ def test_trained_model_exports_quantizes_and_keeps_parity(model_type: str, task:
         batch_size=50,
         lr=5e-3,
     )
-    assert result.history[-1]["val_class_loss"] < result.history[0]["val_class_loss"]  # it did learn something
+    assert (
+        result.history[-1]["val_class_loss"] < result.history[0]["val_class_loss"]
+    )  # it did learn something
     # the exported model is the one rebuilt from safetensors + JSON, as a deployment would do it
     model = load_weights(save_weights(result.model, tmp_path / "weights"))
     fp32 = export_onnx(model, FEATURES, WINDOW, tmp_path / "model.onnx")
@@ -96,7 +119,9 @@ def test_trained_model_exports_quantizes_and_keeps_parity(model_type: str, task:
 
 def test_onnx_predictor_handles_any_batch_size_and_checks_shapes(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_model("lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=3, params=TINY["lstm"])
+    model = build_model(
+        "lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=3, params=TINY["lstm"]
+    )
     path = export_onnx(model.eval(), FEATURES, WINDOW, tmp_path / "m.onnx")
     predictor = OnnxPredictor(path, intra_op_threads=1)
     for n in (1, 33):
@@ -112,8 +137,12 @@ def test_onnx_predictor_handles_any_batch_size_and_checks_shapes(tmp_path: Path)
 
 def test_parity_check_catches_an_export_of_a_different_model(tmp_path: Path) -> None:
     torch.manual_seed(1)
-    exported = build_model("lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=TINY["lstm"])
-    other = build_model("lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=TINY["lstm"])
+    exported = build_model(
+        "lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=TINY["lstm"]
+    )
+    other = build_model(
+        "lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=TINY["lstm"]
+    )
     fp32 = export_onnx(exported.eval(), FEATURES, WINDOW, tmp_path / "m.onnx")
     int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx")
     x = np.random.default_rng(0).normal(size=(64, WINDOW, FEATURES)).astype(np.float32)

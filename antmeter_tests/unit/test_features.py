@@ -1,4 +1,4 @@
-"""antmeter.features: column contract, causality, warm-up by lookback, sentiment as-of, gaps, custom features."""
+"""antmeter.features: column contract, causality, warm-up by lookback, sentiment as-of, gaps, custom code."""
 
 from __future__ import annotations
 
@@ -69,8 +69,7 @@ def test_columns_dtypes_and_completeness(candles, full):
     for column in columns:
         tail = full[column].to_numpy()[lookbacks[column] :]
         assert np.isfinite(tail).all(), f"{column} has NaN after its {lookbacks[column]}-candle lookback"
-        first = F.feature_lookbacks(F.FeatureConfig(custom=(CUSTOM,)))[column]
-        assert first <= F.required_warmup_minutes(CONFIG)
+        assert lookbacks[column] <= F.required_warmup_minutes(CONFIG)
     windowed = set(columns) - set(F.recursive_feature_columns(CONFIG))
     for column in windowed - {"spread_rel", "spread_rel_mean_5"}:
         head = full[column].to_numpy()[: lookbacks[column]]
@@ -108,7 +107,11 @@ def _known_sentiment(sentiment: pd.DataFrame, last_open: pd.Timestamp) -> pd.Dat
     return sentiment[sentiment["hour"] + pd.Timedelta(hours=1) <= last_open + pd.Timedelta(minutes=1)]
 
 
-@pytest.mark.parametrize("cut", [61, 600, 1373, 2207, 2999])
+# Seeded random cut points (plus the edges of the warm-up and the last row).
+CUTS = sorted({*(int(c) for c in np.random.default_rng(20240102).integers(2, 3000, 4)), 526, 2999})
+
+
+@pytest.mark.parametrize("cut", CUTS)
 def test_appending_future_candles_never_changes_past_values(candles, sentiment, full, cut):
     prefix = candles.iloc[:cut]
     last_open = prefix["open_time"].iloc[-1]
@@ -325,3 +328,13 @@ def test_candle_shape_and_time_features_by_hand():
 def test_bad_config_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         F.feature_columns(F.FeatureConfig(**kwargs))
+
+
+@pytest.mark.parametrize("rows", [0, 1, 2, 30])
+def test_short_histories_give_nan_features_not_errors(rows, sentiment):
+    candles = random_walk_candles(rows) if rows else random_walk_candles(1).iloc[:0]
+    frame = F.compute_features(candles, F.FeatureConfig(), sentiment_hourly=sentiment)
+    assert list(frame.columns) == ["open_time", *F.feature_columns()] and len(frame) == rows
+    assert frame["ema_50"].isna().all() and frame["obv_60"].isna().all()  # windows longer than the data
+    if rows:
+        assert frame["tod_sin"].notna().all() and frame["body_size"].notna().all()

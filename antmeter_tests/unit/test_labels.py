@@ -157,3 +157,11 @@ def test_bad_candles_are_rejected():
     shuffled = random_walk_candles(20).iloc[::-1].reset_index(drop=True)
     with pytest.raises(CandleValidationError, match="row 1, field 'open_time'"):
         L.compute_labels(shuffled)
+
+
+def test_empty_and_single_candle_frames():
+    for rows in (0, 1):
+        candles = random_walk_candles(max(rows, 1)).iloc[:rows]
+        labels = L.compute_labels(candles)
+        assert len(labels) == rows and labels["fwd_return_5"].isna().all()
+        assert L.label_coverage(candles)["pending_5"] == rows

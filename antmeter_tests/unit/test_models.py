@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -23,8 +25,13 @@ TASK_CLASSES = {"binary": 2, "three_class": 3}
 
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread() -> Iterator[None]:
+    """Seeded, single-threaded (tiny tensors gain nothing from threads on a shared 2-core machine)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _model(model_type: str, n_classes: int, preset: str = "laptop") -> torch.nn.Module:
@@ -63,7 +70,9 @@ def test_every_parameter_receives_a_gradient(model_type: str) -> None:
     model = _model(model_type, 3).train()
     loss_fn = MultiTaskLoss(len(HORIZONS))
     logits, regression = model(torch.randn(16, WINDOW, FEATURES))
-    losses = loss_fn(logits, regression, torch.randint(0, 3, (16, len(HORIZONS))), torch.randn(16, len(HORIZONS)))
+    losses = loss_fn(
+        logits, regression, torch.randint(0, 3, (16, len(HORIZONS))), torch.randn(16, len(HORIZONS))
+    )
     losses["loss"].backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None, name
@@ -107,7 +116,16 @@ def test_patching_equals_replication_pad_then_unfold() -> None:
 
 def test_patchtst_forecaster_predicts_horizon_by_channels_in_input_scale() -> None:
     model = PatchTSTForecaster(
-        n_channels=7, window=336, horizon=96, patch_len=16, stride=8, d_model=16, n_heads=4, depth=3, d_ff=128, dropout=0.3
+        n_channels=7,
+        window=336,
+        horizon=96,
+        patch_len=16,
+        stride=8,
+        d_model=16,
+        n_heads=4,
+        depth=3,
+        d_ff=128,
+        dropout=0.3,
     ).eval()
     assert model.backbone.n_patches == 42
     x = torch.randn(4, 336, 7)
@@ -141,7 +159,15 @@ def test_patchtst_pooling_options(pooling: str) -> None:
         window=WINDOW,
         horizons=HORIZONS,
         n_classes=2,
-        params={"patch_len": 8, "stride": 4, "d_model": 16, "n_heads": 2, "depth": 1, "d_ff": 16, "pooling": pooling},
+        params={
+            "patch_len": 8,
+            "stride": 4,
+            "d_model": 16,
+            "n_heads": 2,
+            "depth": 1,
+            "d_ff": 16,
+            "pooling": pooling,
+        },
     ).eval()
     assert (model.backbone.cls is not None) == (pooling == "cls")
     logits, regression = model(torch.randn(2, WINDOW, FEATURES))
@@ -154,7 +180,9 @@ def test_build_model_rejects_unknown_type_and_params() -> None:
     with pytest.raises(ValueError, match=r"unknown lstm param\(s\) \['hidden'\]"):
         build_model("lstm", n_features=3, window=10, horizons=(1,), n_classes=2, params={"hidden": 4})
     with pytest.raises(ValueError, match="pooling"):
-        build_model("patchtst", n_features=3, window=24, horizons=(1,), n_classes=2, params={"pooling": "max"})
+        build_model(
+            "patchtst", n_features=3, window=24, horizons=(1,), n_classes=2, params={"pooling": "max"}
+        )
     with pytest.raises(ValueError, match="n_classes"):
         build_model("lstm", n_features=3, window=10, horizons=(1,), n_classes=1)
 
@@ -176,12 +204,19 @@ def test_presets_define_laptop_and_full_for_every_model_type() -> None:
         assert laptop["dataset"]["stride"] > 1 and full["dataset"]["stride"] == 1
         assert laptop["training"]["max_epochs"] < full["training"]["max_epochs"]
         sizes = [
-            sum(p.numel() for p in build_model(model_type, n_features=40, window=60, horizons=HORIZONS, n_classes=2, params=cfg["model"]).parameters())
+            sum(
+                p.numel()
+                for p in build_model(
+                    model_type, n_features=40, window=60, horizons=HORIZONS, n_classes=2, params=cfg["model"]
+                ).parameters()
+            )
             for cfg in (laptop, full)
         ]
         assert sizes[0] < sizes[1]
     assert load_preset("full", "lstm")["model"]["lstm_units"] == [128, 64, 32]
-    assert load_preset("full", "transformer")["training"]["lr"] < load_preset("full", "lstm")["training"]["lr"]
+    assert (
+        load_preset("full", "transformer")["training"]["lr"] < load_preset("full", "lstm")["training"]["lr"]
+    )
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         load_preset("huge", "lstm")
 
@@ -206,7 +241,9 @@ def test_loss_is_cross_entropy_plus_weighted_mse_and_focal_downweights_easy_samp
     torch.testing.assert_close(plain["loss"], ce + 0.25 * mse)
     focal = MultiTaskLoss(3, regression_weight=0.0, focal_gamma=2.0)(logits, regression, labels, target)
     assert focal["class_loss"] < ce
-    only_last = MultiTaskLoss(3, regression_weight=0.0, horizon_weights=[0, 0, 1])(logits, regression, labels, target)
+    only_last = MultiTaskLoss(3, regression_weight=0.0, horizon_weights=[0, 0, 1])(
+        logits, regression, labels, target
+    )
     torch.testing.assert_close(only_last["loss"], F.cross_entropy(logits[:, 2], labels[:, 2]))
     with pytest.raises(ValueError, match="focal_gamma"):
         MultiTaskLoss(3, focal_gamma=-1)

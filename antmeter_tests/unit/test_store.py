@@ -312,7 +312,13 @@ def test_upsert_racing_a_concurrent_writer_of_the_same_key(store: MarketStore, s
 
     with rival.engine.connect() as conn:
         rival_tx = conn.begin()
-        row = {"symbol": "BTCUSDT", "interval": "1m", "open_time": contested, "source": "rival", "ingested_at": T0}
+        row = {
+            "symbol": "BTCUSDT",
+            "interval": "1m",
+            "open_time": contested,
+            "source": "rival",
+            "ingested_at": T0,
+        }
         conn.execute(sa.insert(OHLCV).values(**row, open=1.0, high=1.0, low=1.0, close=1.0, volume=1.0))
         writer = threading.Thread(target=upsert)
         writer.start()
@@ -342,7 +348,7 @@ def test_delete_older_than(store: MarketStore) -> None:
 
 
 def test_killed_writer_leaves_old_rows_or_the_whole_new_partition(store: MarketStore, store_url: str) -> None:
-    rows = 100_000
+    rows = 200_000
     store.upsert_candles("BTCUSDT", "1m", flat_candles(rows, close=1.0), source="parent")
     child = subprocess.Popen(
         [

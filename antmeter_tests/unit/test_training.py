@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,15 @@ from antmeter_tests.unit.synthetic_frames import FEATURES, synthetic_frame
 SPEC = DatasetSpec(window=20, stride=1, horizons=(5, 10, 30), task="binary")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads on a shared 2-core machine; restore the setting afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def datasets() -> tuple[WindowedDataset, WindowedDataset]:
     """Two symbols whose persistent ``signal`` feature drives future returns; a time holdout of 30%."""
@@ -46,7 +56,6 @@ def datasets() -> tuple[WindowedDataset, WindowedDataset]:
 
 @pytest.fixture(scope="module")
 def trained(datasets, tmp_path_factory) -> TrainResult:
-    torch.set_num_threads(1)
     train_ds, val_ds = datasets
     preset = load_preset("laptop", "lstm")
     return train_model(
@@ -65,7 +74,9 @@ def trained(datasets, tmp_path_factory) -> TrainResult:
     )
 
 
-def test_training_records_history_checkpoints_and_learns_out_of_sample(trained: TrainResult, datasets) -> None:
+def test_training_records_history_checkpoints_and_learns_out_of_sample(
+    trained: TrainResult, datasets
+) -> None:
     _, val_ds = datasets
     assert trained.epochs_run == len(trained.history) == 4
     assert [row["epoch"] for row in trained.history] == [0, 1, 2, 3]
@@ -74,7 +85,10 @@ def test_training_records_history_checkpoints_and_learns_out_of_sample(trained: 
     assert trained.checkpoint_path is not None and trained.checkpoint_path.name == "best.ckpt"
     checkpoint_dir = trained.checkpoint_path.parent
     assert (checkpoint_dir / "last.ckpt").exists()
-    assert json.loads((checkpoint_dir / "progress.json").read_text()) == {"completed_epochs": 4, "finished": True}
+    assert json.loads((checkpoint_dir / "progress.json").read_text()) == {
+        "completed_epochs": 4,
+        "finished": True,
+    }
     assert trained.resumed_from is None and not trained.model.training
     proba, _ = predict(trained.model, val_ds)
     # the 5-minute direction is predictable from the signal feature: held-out accuracy clearly above chance
@@ -106,7 +120,9 @@ def test_predict_accepts_datasets_and_arrays_alike(trained: TrainResult, dataset
         predict(trained.model, x[:, 1:])
 
 
-def test_weights_round_trip_through_safetensors_and_json(trained: TrainResult, datasets, tmp_path: Path) -> None:
+def test_weights_round_trip_through_safetensors_and_json(
+    trained: TrainResult, datasets, tmp_path: Path
+) -> None:
     _, val_ds = datasets
     directory = save_weights(trained.model, tmp_path / "model", target_scaler=trained.target_scaler)
     assert sorted(p.name for p in directory.iterdir()) == [WEIGHTS_FILE, CONFIG_FILE]
@@ -175,6 +191,8 @@ def test_training_rejects_bad_settings(datasets, tmp_path: Path) -> None:
         train_model("lstm", train_ds, val_ds, lr_schedule="step", **common)
     with pytest.raises(ValueError, match="horizon index 1"):
         TargetScaler.fit(np.array([[0.1, np.nan]]))
-    model = build_model("lstm", n_features=4, window=20, horizons=(5,), n_classes=2, params={"lstm_units": [4]})
+    model = build_model(
+        "lstm", n_features=4, window=20, horizons=(5,), n_classes=2, params={"lstm_units": [4]}
+    )
     with pytest.raises(ValueError, match="got no samples"):
         predict(model, np.zeros((0, 20, 4), dtype=np.float32))

@@ -30,10 +30,15 @@ def _synthetic_datasets() -> tuple[torch.utils.data.Dataset, torch.utils.data.Da
     n, window, features = 900, 16, 5
     x = rng.normal(size=(n, window, features)).astype(np.float32)
     drive = x[:, -4:, 0].mean(axis=1)
-    y_reg = np.stack([drive * (h + 1) + 0.3 * rng.normal(size=n) for h in range(3)], axis=1).astype(np.float32)
+    y_reg = np.stack([drive * (h + 1) + 0.3 * rng.normal(size=n) for h in range(3)], axis=1).astype(
+        np.float32
+    )
     y_class = (y_reg > 0).astype(np.int64)
     full = torch.utils.data.TensorDataset(
-        torch.from_numpy(x), torch.from_numpy(y_class), torch.from_numpy(y_reg), torch.zeros(n, dtype=torch.int64)
+        torch.from_numpy(x),
+        torch.from_numpy(y_class),
+        torch.from_numpy(y_reg),
+        torch.zeros(n, dtype=torch.int64),
     )
     return torch.utils.data.Subset(full, range(720)), torch.utils.data.Subset(full, range(720, n))
 
@@ -104,7 +109,9 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _last_checkpoint_state(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)[
+        "state_dict"
+    ]
 
 
 def _kill_after_epochs(process: subprocess.Popen, run_dir: Path, outcome: dict[str, object]) -> None:
@@ -158,7 +165,10 @@ def test_killed_run_resumes_to_the_same_weights_as_an_uninterrupted_run(tmp_path
     for key, value in best_reference.items():
         assert torch.equal(value, best_resumed[key]), key
 
-    last_reference, last_resumed = _last_checkpoint_state(reference_dir), _last_checkpoint_state(interrupted_dir)
+    last_reference, last_resumed = (
+        _last_checkpoint_state(reference_dir),
+        _last_checkpoint_state(interrupted_dir),
+    )
     assert last_reference.keys() == last_resumed.keys()
     for key, value in last_reference.items():
         assert torch.equal(value, last_resumed[key]), key

@@ -1,0 +1,357 @@
+"""Schedules, sensors and declarative automation, evaluated against a real ephemeral instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from antmeter.live.policy import Decision, run_key
+from antmeter.store import OHLCV
+from antmeter_assets import automation, market, news
+from antmeter_assets.definitions import defs
+from antmeter_resources import AlertWebhookResource
+from antmeter_tests.dagster.conftest import SYMBOL, check_results, symbol_day
+
+UTC = dt.UTC
+AS_OF = "2024-01-03T12:00:00+00:00"
+DEGRADED = {
+    "antmeter-lstm": {
+        "model_version": "1",
+        "n": 3000,
+        "n_correct": 1300,
+        "n_effective": 600,
+        "baseline_name": "persistence",
+        "baseline_n_correct": 1700,
+        "model_only_correct": 200,
+        "baseline_only_correct": 600,
+        "max_psi": 0.05,
+    }
+}
+HEALTHY = {
+    "antmeter-lstm": {
+        "model_version": "1",
+        "n": 3000,
+        "n_correct": 1700,
+        "n_effective": 600,
+        "baseline_name": "persistence",
+        "baseline_n_correct": 1500,
+        "model_only_correct": 500,
+        "baseline_only_correct": 300,
+        "max_psi": 0.05,
+    }
+}
+
+
+# -- harvest schedule ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_symbols(instance) -> dg.DagsterInstance:
+    instance.add_dynamic_partitions("symbols", ["ETHUSDT"])
+    return instance
+
+
+@pytest.fixture
+def persistent() -> Iterator[dg.DagsterInstance]:
+    """A test instance on disk: schedule contexts need an instance reference, which ephemeral ones lack."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("symbols", [SYMBOL, "ETHUSDT"])
+        yield instance
+
+
+def harvest_keys(instance, when: dt.datetime) -> list[str]:
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
+    requests = automation.harvest_schedule(context)
+    assert all(r.tags[automation.SCHEDULE_TAG] == "harvest_schedule" for r in requests)
+    return [str(r.partition_key) for r in requests]
+
+
+def test_harvest_schedule_requests_today_for_every_symbol(persistent):
+    keys = harvest_keys(persistent, dt.datetime(2024, 1, 3, 12, 0, tzinfo=UTC))
+    assert keys == ["2024-01-03|BTCUSDT", "2024-01-03|ETHUSDT"]
+    # just after the first 5 minutes of the day: today only
+    assert harvest_keys(persistent, dt.datetime(2024, 1, 3, 0, 5, tzinfo=UTC)) == keys
+
+
+def test_harvest_schedule_also_requests_yesterday_in_the_first_minutes(persistent):
+    keys = harvest_keys(persistent, dt.datetime(2024, 1, 3, 0, 4, tzinfo=UTC))
+    assert keys == ["2024-01-02|BTCUSDT", "2024-01-02|ETHUSDT", "2024-01-03|BTCUSDT", "2024-01-03|ETHUSDT"]
+
+
+def test_harvest_schedule_follows_a_configured_clock(persistent, monkeypatch):
+    monkeypatch.setenv("ANTMETER_NOW", "2024-01-05T00:02:00")
+    keys = harvest_keys(persistent, dt.datetime(2024, 1, 3, 12, 0, tzinfo=UTC))
+    assert keys == ["2024-01-04|BTCUSDT", "2024-01-04|ETHUSDT", "2024-01-05|BTCUSDT", "2024-01-05|ETHUSDT"]
+
+
+def test_harvest_schedule_requests_are_valid_partitions_of_the_harvest_job(persistent):
+    schedule = defs.get_schedule_def("harvest_schedule")
+    context = dg.build_schedule_context(
+        instance=persistent,
+        scheduled_execution_time=dt.datetime(2024, 1, 3, 0, 1, tzinfo=UTC),
+        repository_def=defs.get_repository_def(),
+    )
+    data = schedule.evaluate_tick(context)
+    assert data.skip_message is None
+    assert len(data.run_requests) == 4
+    assert len({r.run_key for r in data.run_requests}) == 4  # several requests per tick need distinct keys
+    job = defs.resolve_job_def("harvest_job")
+    assert job.name == schedule.job_name
+    valid = set(
+        job.partitions_def.get_partition_keys(
+            current_time=dt.datetime(2024, 1, 3, 0, 1, tzinfo=UTC), dynamic_partitions_store=persistent
+        )
+    )
+    assert {str(r.partition_key) for r in data.run_requests} <= valid
+
+
+# -- retrain_on_drift -----------------------------------------------------------------------------
+
+
+def report(instance, stats: dict, as_of: str = AS_OF) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="verification_report",
+            metadata={"policy_stats": dg.MetadataValue.json(stats), "as_of": as_of},
+        )
+    )
+
+
+def report_gate(instance, gate: str, model_type: str = "lstm") -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=f"{model_type}_champion", metadata={"gate": gate})
+    )
+
+
+def evaluate_drift(instance, cursor: str | None = None):
+    context = dg.build_sensor_context(instance=instance, cursor=cursor)
+    return automation.retrain_on_drift(context), context.cursor
+
+
+def expected_key(action: str, as_of: str = AS_OF) -> str:
+    return run_key(Decision(action, ()), model_name="antmeter-lstm", horizon=5, now=pd.Timestamp(as_of))
+
+
+def test_drift_sensor_skips_without_a_report(instance):
+    result, cursor = evaluate_drift(instance)
+    assert isinstance(result, dg.SkipReason) and "no verification report yet" in result.skip_message
+    assert cursor is None
+
+
+def test_degraded_report_requests_an_incremental_retrain_once(instance):
+    report(instance, DEGRADED)
+    requests, cursor = evaluate_drift(instance)
+    (request,) = requests
+    assert request.job_name == "incremental_retrain_job"
+    assert request.run_key == expected_key("incremental")
+    assert request.tags[automation.SCHEDULE_TAG] == "retrain_on_drift"
+    assert request.tags["antmeter/decision"] == "incremental"
+    assert "accuracy_below_threshold" in request.tags["antmeter/reasons"]
+    assert "worse_than_baseline: persistence" in request.tags["antmeter/reasons"]
+    assert json.loads(cursor)["last_retrain_at"] == str(pd.Timestamp(AS_OF))
+
+    # deterministic: a fresh evaluation of the same report gives the same run key
+    (again,), _ = evaluate_drift(instance)
+    assert again.run_key == request.run_key
+
+    # the same report is not evaluated twice
+    skipped, same_cursor = evaluate_drift(instance, cursor)
+    assert isinstance(skipped, dg.SkipReason) and "already evaluated" in skipped.skip_message
+
+    # a newer degraded report within the cool-down does not retrain again
+    report(instance, DEGRADED, as_of="2024-01-03T12:30:00+00:00")
+    cooled, _ = evaluate_drift(instance, cursor)
+    assert isinstance(cooled, dg.SkipReason) and "cooldown" in cooled.skip_message
+    # ... after it, it does
+    report(instance, DEGRADED, as_of="2024-01-03T13:30:00+00:00")
+    (later,), _ = evaluate_drift(instance, cursor)
+    assert later.run_key == expected_key("incremental", "2024-01-03T13:30:00+00:00") != request.run_key
+
+
+def test_healthy_report_skips(instance):
+    report(instance, HEALTHY)
+    result, cursor = evaluate_drift(instance)
+    assert isinstance(result, dg.SkipReason) and "healthy" in result.skip_message
+    assert json.loads(cursor)["last_retrain_at"] is None
+
+
+def test_repeated_gate_rejections_escalate_to_a_full_retrain(instance):
+    for _ in range(3):
+        report_gate(instance, "rejected")
+    assert automation.rejection_streak(instance) == 3
+    report(instance, DEGRADED)
+    (request,), _ = evaluate_drift(instance)
+    assert request.job_name == "training_job"
+    assert request.tags["antmeter/decision"] == "full"
+    assert "escalated: 3 consecutive rejections" in request.tags["antmeter/reasons"]
+    assert request.run_key == expected_key("full")
+
+
+def test_a_promotion_ends_the_rejection_streak(instance):
+    for gate in ("rejected", "rejected", "promoted", "rejected", "rejected"):
+        report_gate(instance, gate, model_type="transformer" if gate == "promoted" else "lstm")
+    assert automation.rejection_streak(instance) == 2
+    report(instance, DEGRADED)
+    (request,), _ = evaluate_drift(instance)
+    assert request.job_name == "incremental_retrain_job"
+
+
+# -- run_failure_alert ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict]]]:
+    """A loopback HTTP server that records the JSON bodies POSTed to it."""
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(
+                {"path": self.path, "content_type": self.headers["Content-Type"], "json": json.loads(body)}
+            )
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/antmeter", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@dg.op
+def explode():
+    raise RuntimeError("candles on fire")
+
+
+@dg.job(tags={"antmeter/stage": "test"})
+def exploding_job():
+    explode()
+
+
+def test_run_failure_alert_posts_the_failed_run_to_the_webhook(instance, webhook):
+    url, received = webhook
+    result = exploding_job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    run = instance.get_run_by_id(result.run_id)
+    failure = next(
+        e
+        for e in instance.all_logs(result.run_id)
+        if e.is_dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE
+    ).dagster_event
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"alerts": AlertWebhookResource(url=url)},
+    ).for_run_failure()
+    automation.run_failure_alert(context)
+    (posted,) = received
+    assert posted["path"] == "/hooks/antmeter" and posted["content_type"] == "application/json"
+    payload = posted["json"]
+    assert payload["event"] == "run_failure"
+    assert payload["job"] == "exploding_job" and payload["run_id"] == result.run_id
+    assert payload["tags"]["antmeter/stage"] == "test"
+    assert "explode" in payload["error"]
+
+
+def test_alert_webhook_reports_delivery_failures(webhook):
+    url, received = webhook
+    assert AlertWebhookResource(url=url).post({"event": "x"})
+    assert received[-1]["json"] == {"event": "x"}
+    assert not AlertWebhookResource(url=None).post({"event": "y"})
+    # nothing listens on a closed port: delivery fails without raising
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_address[1]
+    closed.server_close()
+    assert not AlertWebhookResource(url=f"http://127.0.0.1:{port}/", timeout_s=2.0).post({"event": "z"})
+
+
+# -- declarative automation of features / labels -------------------------------------------------
+
+NOW = dt.datetime(2024, 1, 3, 12, 1, tzinfo=UTC)
+YESTERDAY, TODAY = "2024-01-02", "2024-01-03"
+DOWNSTREAM = dg.AssetSelection.assets("features", "labels")
+
+
+def requested(result, asset: str) -> set[str]:
+    return {str(k) for k in result.get_requested_partitions(dg.AssetKey(asset))}
+
+
+def test_features_and_labels_follow_candles_only_after_blocking_checks_pass(
+    two_symbols, pipeline, monkeypatch
+):
+    monkeypatch.setenv("ANTMETER_NOW", "2024-01-03T12:00:30")
+    instance = two_symbols
+    tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=DOWNSTREAM, evaluation_time=NOW
+    )
+    assert tick.total_requested == 0  # the first tick only records state
+
+    for symbol in (SYMBOL, "ETHUSDT"):
+        assert pipeline.materialize([market.ohlcv], symbol_day(YESTERDAY, symbol)).success
+    for day in (YESTERDAY, TODAY):
+        assert pipeline.materialize([news.news_articles, news.sentiment_hourly], day).success
+    assert pipeline.materialize([market.ohlcv], symbol_day(TODAY)).success
+    # ETHUSDT's live partition holds a corrupt candle (at 18:00, later than the source has): its
+    # materialization is recorded, but the blocking OHLC check fails
+    pipeline.insert_raw_candles(
+        [
+            {
+                "open_time": pd.Timestamp(f"{TODAY} 18:00", tz="UTC"),
+                "open": 105.0,
+                "high": 100.0,
+                "low": 110.0,
+                "close": 105.0,
+                "volume": 3.0,
+            }
+        ],
+        symbol="ETHUSDT",
+    )
+    corrupt = pipeline.materialize([market.ohlcv], symbol_day(TODAY, "ETHUSDT"))
+    assert not corrupt.success and not check_results(corrupt)["ohlc_consistent"].passed
+
+    tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=DOWNSTREAM, evaluation_time=NOW, cursor=tick.cursor
+    )
+    # today's features and labels, and yesterday's labels (their horizon reaches into today), for
+    # the symbol whose checks passed; yesterday's features lack the day before (never harvested)
+    assert requested(tick, "features") == {f"{TODAY}|{SYMBOL}"}
+    assert requested(tick, "labels") == {f"{TODAY}|{SYMBOL}", f"{YESTERDAY}|{SYMBOL}"}
+
+    # a newer passing harvest of another partition does not unblock ETHUSDT (check results are per
+    # partition), and a dep window with one failed partition stays blocked
+    assert pipeline.materialize([market.ohlcv], symbol_day(TODAY)).success
+    tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=DOWNSTREAM, evaluation_time=NOW, cursor=tick.cursor
+    )
+    assert f"{TODAY}|ETHUSDT" not in requested(tick, "features")
+    assert not {f"{TODAY}|ETHUSDT", f"{YESTERDAY}|ETHUSDT"} & requested(tick, "labels")
+
+    # repair ETHUSDT: the bad row is removed and the partition re-harvested, the checks pass
+    engine = sa.create_engine(pipeline.store_url)
+    with engine.begin() as conn:
+        conn.execute(sa.delete(OHLCV).where(OHLCV.c.source == "corrupt"))
+    engine.dispose()
+    assert pipeline.materialize([market.ohlcv], symbol_day(TODAY, "ETHUSDT")).success
+    tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, asset_selection=DOWNSTREAM, evaluation_time=NOW, cursor=tick.cursor
+    )
+    assert requested(tick, "features") == {f"{TODAY}|ETHUSDT"}
+    assert requested(tick, "labels") == {f"{TODAY}|ETHUSDT", f"{YESTERDAY}|ETHUSDT"}

@@ -6,7 +6,13 @@ import pandas as pd
 
 from antmeter import quality
 from antmeter.candles import DayWindow
-from antmeter_assets.partitions import daily_partitions, day_of, symbol_and_day, symbol_day_partitions, utc_now
+from antmeter_assets.partitions import (
+    daily_partitions,
+    day_of,
+    symbol_and_day,
+    symbol_day_partitions,
+    utc_now,
+)
 from antmeter_resources import AntmeterSettings, CandleSourceResource, MarketStoreResource
 
 # (check name, rule, blocking): blocking checks stop later steps of the same run from consuming

@@ -4,6 +4,8 @@
 #   bash run.sh test [pytest args]                 run the test suite
 #   bash run.sh ui                                 open the Dagster UI on the same local instance
 #   bash run.sh mlflow                             open the MLflow UI on the local tracking store
+#   bash run.sh deploy [--port N ...]              the Postgres-backed topology (code server, daemon,
+#                                                  webserver) as processes on this machine
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -43,6 +45,9 @@ case "$cmd" in
   mlflow)
     ensure_venv
     exec .venv/bin/mlflow ui --backend-store-uri "sqlite:///$ROOT/data/mlflow/mlflow.db" --port "${PORT:-5000}" ;;
+  deploy)
+    ensure_venv
+    exec .venv/bin/python -m antmeter_deploy "$@" ;;
   *)
-    echo "usage: bash run.sh {main|test|ui|mlflow} [args]" >&2; exit 2 ;;
+    echo "usage: bash run.sh {main|test|ui|mlflow|deploy} [args]" >&2; exit 2 ;;
 esac

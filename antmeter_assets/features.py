@@ -67,7 +67,7 @@ def features(
 
     Warm-up comes from the previous day's candles, so each row equals the full-history value.
     """
-    from antmeter.features import compute_partition_features, required_warmup_minutes
+    from antmeter.features.pipeline import compute_partition_features, required_warmup_minutes
 
     symbol, day = symbol_and_day(context)
     config = settings.feature_config()
@@ -110,7 +110,7 @@ def labels(
     A row is labelled only when its whole horizon has been observed; the newest rows stay empty
     until a later run sees the next day's candles.
     """
-    from antmeter.labels import class_balance, label_partition
+    from antmeter.features.labels import class_balance, label_partition
 
     symbol, day = symbol_and_day(context)
     config = settings.label_config()

@@ -4,8 +4,8 @@
 import dagster as dg
 import pandas as pd
 
-from antmeter import quality
-from antmeter.candles import DayWindow
+from antmeter.market import quality
+from antmeter.market.candles import DayWindow
 from antmeter_assets.partitions import (
     daily_partitions,
     day_of,

@@ -72,10 +72,10 @@ def training_days(settings: AntmeterSettings, available: list[str]) -> list[str]
 def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettings) -> dg.MaterializeResult:
     """Windowed samples (60-minute windows, pooled symbols with a symbol id) from features + labels of
     the training window; rows spanning gaps, missing warm-up or unobserved horizons are excluded."""
-    from antmeter.datasets import DatasetSpec, build_samples, save_samples
-    from antmeter.features import model_feature_columns
-    from antmeter.models import load_preset
-    from antmeter.training_recipe import dataset_fingerprint
+    from antmeter.features.pipeline import model_feature_columns
+    from antmeter.learn.datasets import DatasetSpec, build_samples, save_samples
+    from antmeter.learn.models import load_preset
+    from antmeter.learn.recipe import dataset_fingerprint
 
     symbols = sorted(context.instance.get_dynamic_partitions("symbols"))
     days = training_days(settings, _materialized_days(settings, symbols))
@@ -142,11 +142,11 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
     ) -> dg.MaterializeResult:
         """Purged walk-forward training (or an incremental fine-tune of the champion), scored next
         to the baselines on the same rows, exported to ONNX fp32 + INT8 and registered in MLflow."""
-        from antmeter import registry
-        from antmeter.datasets import load_samples
-        from antmeter.reports import metrics_markdown
-        from antmeter.tracking import log_candidate
-        from antmeter.training_recipe import RecipeConfig, dataset_fingerprint, train_candidate
+        from antmeter.learn.datasets import load_samples
+        from antmeter.learn.plots import metrics_markdown
+        from antmeter.learn.recipe import RecipeConfig, dataset_fingerprint, train_candidate
+        from antmeter.registry import versions
+        from antmeter.registry.tracking import log_candidate
 
         if config.mode not in ("full", "incremental"):
             raise ValueError(f"training mode must be 'full' or 'incremental', got {config.mode!r}")
@@ -156,10 +156,10 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         work = settings.path("runs", model_type, context.run_id, "x").parent
         base = None
         if config.mode == "incremental":
-            champion = registry.champion(client, name)
+            champion = versions.champion(client, name)
             if champion is None:
                 raise ValueError(f"incremental retraining needs a champion of {name}; run the full training first")
-            base = registry.download_version(champion, work / "champion")
+            base = versions.download_version(champion, work / "champion")
         recipe = RecipeConfig(model_type=model_type, preset=settings.preset, primary_horizon=settings.primary_horizon,
                               **config.recipe_overrides())
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
@@ -217,8 +217,8 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
 def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_type: str) -> dg.MaterializeResult:
     import numpy as np
 
-    from antmeter import promotion, registry
-    from antmeter.datasets import load_samples
+    from antmeter.learn.datasets import load_samples
+    from antmeter.registry import promotion, versions
 
     manifest = json.loads(_manifest_path(settings, model_type, "candidate").read_text())
     samples = load_samples(settings.path(*DATASET_DIR, "x").parent)
@@ -227,18 +227,18 @@ def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_
                                 margin=settings.promotion_margin)
     client = mlflow.client()
     name = manifest["registered_name"]
-    current = registry.champion(client, name)
+    current = versions.champion(client, name)
     champ_dir = None
     if current is not None and str(current.version) != manifest["version"]:
-        champ_dir = registry.download_version(current, settings.path("runs", model_type, context.run_id, "champion"))
+        champ_dir = versions.download_version(current, settings.path("runs", model_type, context.run_id, "champion"))
     baselines = promotion.holdout_baseline_scores(manifest["holdout_metrics"], gate, model_type)
     decision = promotion.gate_candidate(manifest["bundle_dir"], champ_dir, samples, indices, gate, baselines,
                                         extra_problems=manifest["parity_problems"])
-    registry.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
+    versions.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
     client.set_tag(manifest["run_id"], "gate", "promoted" if decision.promote else "rejected")
     client.set_tag(manifest["run_id"], "gate_reason", decision.summary[:5000])
     context.log.info(decision.summary)
-    serving = registry.champion(client, name)
+    serving = versions.champion(client, name)
     check = _champion_check(serving, samples, indices, gate, settings, model_type, context.run_id)
     return dg.MaterializeResult(
         metadata={
@@ -256,12 +256,12 @@ def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_
 
 
 def _champion_check(serving, samples, indices, gate, settings, model_type, run_id) -> dg.AssetCheckResult:
-    from antmeter import promotion, registry
+    from antmeter.registry import promotion, versions
 
     if serving is None:
         return dg.AssetCheckResult(check_name="champion_servable", passed=False, severity=dg.AssetCheckSeverity.WARN,
                                    description="no champion yet: nothing is served for this model type")
-    bundle = registry.download_version(serving, settings.path("runs", model_type, run_id, "serving"))
+    bundle = versions.download_version(serving, settings.path("runs", model_type, run_id, "serving"))
     _, proba, reg, names = promotion.score_bundle(bundle, samples, indices, gate)
     problems = promotion.sanity_problems(proba, reg, list(samples.schema.names), names)
     target = settings.path("models", model_type, "champion")

@@ -6,7 +6,7 @@ import os
 import dagster as dg
 import pandas as pd
 
-from antmeter.candles import DayWindow
+from antmeter.market.candles import DayWindow
 
 START_DATE = os.environ.get("ANTMETER_START_DATE", "2024-01-01")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")

@@ -50,9 +50,9 @@ def predictions(
     Features are computed by the training code and checked against the model's stored schema.
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
     """
-    from antmeter.features import compute_features, required_warmup_minutes
-    from antmeter.inference import predict_symbol
-    from antmeter.serving import ServingModel
+    from antmeter.features.pipeline import compute_features, required_warmup_minutes
+    from antmeter.learn.bundle import ServingModel
+    from antmeter.live.inference import predict_symbol
 
     now = utc_now()
     market = store.get()
@@ -107,7 +107,7 @@ def verification_report(
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
     drift (PSI) against the training reference, and an after-fee long/flat/short back-test."""
-    from antmeter.features import compute_features, model_feature_columns, required_warmup_minutes
+    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
     from antmeter.live.report import ReportSettings, build_report, pnl_markdown, to_jsonable
     from antmeter.live.verification import to_markdown
 

@@ -16,7 +16,7 @@ import httpx
 import pandas as pd
 from pydantic import Field
 
-from antmeter.candles import DayWindow, closed_before, validate_candles
+from antmeter.market.candles import DayWindow, closed_before, validate_candles
 
 log = logging.getLogger("antmeter.resources")
 
@@ -66,12 +66,12 @@ class AntmeterSettings(dg.ConfigurableResource):
         return target
 
     def feature_config(self):
-        from antmeter.features import FeatureConfig
+        from antmeter.features.pipeline import FeatureConfig
 
         return FeatureConfig()
 
     def label_config(self):
-        from antmeter.labels import LabelConfig
+        from antmeter.features.labels import LabelConfig
 
         return LabelConfig(horizons=tuple(self.horizons))
 
@@ -83,7 +83,7 @@ class MarketStoreResource(dg.ConfigurableResource):
 
     def get(self):
         """The process-wide ``MarketStore`` for this URL, migrated once."""
-        from antmeter.store import MarketStore
+        from antmeter.market.store import MarketStore
 
         with _STORES_LOCK:
             if self.url not in _STORES:
@@ -109,7 +109,7 @@ class CandleSourceResource(dg.ConfigurableResource):
     file_dir: str | None = None
 
     def simulator_config(self):
-        from antmeter.simulator import SimulatorConfig
+        from antmeter.market.simulator import SimulatorConfig
 
         return SimulatorConfig(
             seed=self.seed,
@@ -123,11 +123,11 @@ class CandleSourceResource(dg.ConfigurableResource):
         """The closed candles of one UTC day for ``symbol`` (today's partition: up to ``now``)."""
         window = DayWindow.of(day)
         if self.kind == "simulator":
-            from antmeter.simulator import simulate_day
+            from antmeter.market.simulator import simulate_day
 
             candles = simulate_day(symbol, window.start.date(), self.simulator_config()).candles
         elif self.kind == "binance":
-            from antmeter.binance import BinanceConfig, BinanceKlinesClient
+            from antmeter.market.binance import BinanceConfig, BinanceKlinesClient
 
             client = BinanceKlinesClient(
                 BinanceConfig(base_url=self.binance_base_url, timeout_s=self.binance_timeout_s)
@@ -142,7 +142,7 @@ class CandleSourceResource(dg.ConfigurableResource):
         return validate_candles(closed_before(candles, now, interval), source=f"{self.kind}:{symbol}:{day}")
 
     def _read_file(self, symbol: str) -> pd.DataFrame:
-        from antmeter.file_import import read_candle_file
+        from antmeter.market.file_import import read_candle_file
 
         if not self.file_dir:
             raise ValueError("candle source 'file' needs file_dir (env ANTMETER_CANDLE_FILE_DIR)")

@@ -17,7 +17,7 @@ Data sets, ``--rows`` one-minute candles each (default 1,000,000):
   of the month is rescaled so it opens at the previous repeat's last close (no price jumps at the
   joins) and timestamps are renumbered consecutively.
 
-Also timed: the full default :func:`antmeter.features.compute_features` (about 60 columns including
+Also timed: the full default :func:`antmeter.features.pipeline.compute_features` (about 60 columns including
 candle shape, returns, volatility, time and sentiment with a synthetic hourly sentiment frame).
 And checked: on the untiled real candles our values equal ``ta``'s (max absolute difference after
 the warm-up, where ``ta`` is finite, relative to the indicator's largest value).
@@ -44,8 +44,8 @@ import pandas as pd
 import ta
 import talib
 
-from antmeter import features as F
-from antmeter import indicators as ind
+from antmeter.features import indicators as ind
+from antmeter.features import pipeline as F
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-1m-2024-01"
 SLOW_TA = ("atr", "adx", "mfi")
@@ -318,7 +318,7 @@ def main() -> None:
     }
     ratios = [r["ours_vs_talib_ratio"] for r in results.values()]
     summary = {
-        "benchmark": "indicator set on one-minute candles: antmeter.indicators vs TA-Lib 0.8.2 vs ta 0.11",
+        "benchmark": "indicator set on one-minute candles: antmeter.features.indicators vs TA-Lib 0.8.2 vs ta 0.11",
         "rows": args.rows,
         "repeats": args.repeats,
         "statistic": "median ms per indicator set",

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from antmeter.export import OnnxPredictor, check_parity, export_onnx, parity_report, quantize_int8
-from antmeter.training import train_model
+from antmeter.learn.lightning_loop import train_model
+from antmeter.learn.onnx import OnnxPredictor, check_parity, export_onnx, parity_report, quantize_int8
 
 WINDOW, FEATURES, HORIZONS = 60, 40, (5, 10, 30)
 LSTM = {"lstm_units": [128, 64, 32], "dropout": 0.2, "dense_units": 16}

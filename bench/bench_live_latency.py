@@ -48,15 +48,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import numpy as np
 import pandas as pd
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # antmeter_tests is not an installed package
-
-import dagster as dg  # noqa: E402
-
-from antmeter_tests.integration.topology import LOCATION, REPOSITORY, Topology, running_topology  # noqa: E402
+from antmeter_deploy.topology import LOCATION, REPOSITORY, Topology, running_topology
 
 MODEL_TYPE = "lstm"
 STAGES = (
@@ -120,7 +116,7 @@ def train_champion(defs, instance: dg.DagsterInstance) -> dict:
     This bench measures latency, not skill: when the gate rejects the candidate (a small model on a
     few simulated days often loses to persistence), the champion alias is moved to it anyway and the
     champion asset runs again, which makes it the served bundle. The JSON says so."""
-    from antmeter import registry
+    from antmeter.registry import versions
     from antmeter_resources import MlflowResource
 
     job = defs.resolve_job_def("training_job")
@@ -128,7 +124,7 @@ def train_champion(defs, instance: dg.DagsterInstance) -> dict:
     gate = gate_metadata(job.execute_in_process(instance=instance, tags=tags))
     if gate["gate"] != "promoted":
         client = MlflowResource(tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).client()
-        registry.record_gate(
+        versions.record_gate(
             client,
             f"antmeter-{MODEL_TYPE}",
             str(gate["candidate_version"]),
@@ -343,9 +339,9 @@ def replay_predictions(
     single_calls: int = 200,
 ) -> dict:
     """Each predictions run's work again, timed by part: read, features, inference, write."""
-    from antmeter.features import compute_features, required_warmup_minutes
-    from antmeter.inference import inference_windows, predict_symbol
-    from antmeter.serving import ServingModel
+    from antmeter.features.pipeline import compute_features, required_warmup_minutes
+    from antmeter.learn.bundle import ServingModel
+    from antmeter.live.inference import inference_windows, predict_symbol
 
     market = store.get()
     model = ServingModel.load(champion_dir)
@@ -416,9 +412,9 @@ def replay_predictions(
 COLD_START_PROBE = """
 import sys, time
 t = time.perf_counter()
-from antmeter.features import compute_features, required_warmup_minutes
-from antmeter.inference import predict_symbol
-from antmeter.serving import ServingModel
+from antmeter.features.pipeline import compute_features, required_warmup_minutes
+from antmeter.live.inference import predict_symbol
+from antmeter.learn.bundle import ServingModel
 ServingModel.load(sys.argv[1])
 print((time.perf_counter() - t) * 1e3)
 """
@@ -472,6 +468,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--history-days", type=int, default=8, help="complete days before today (>= 4)")
     parser.add_argument("--symbol", default="BTCUSDT")
     parser.add_argument(
+        "--pg-admin-url",
+        default=os.environ.get("ANTMETER_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        help="PostgreSQL server on which fresh databases are created (and dropped)",
+    )
+    parser.add_argument(
         "--preset",
         default="ci",
         help="model preset of the LSTM champion (ci: the smallest; trains in seconds)",
@@ -509,6 +510,7 @@ def main(argv: list[str] | None = None) -> dict:
         tempfile.TemporaryDirectory(prefix="bench_live_latency_") as tmp,
         running_topology(
             Path(tmp),
+            admin_url=args.pg_admin_url,
             symbols=(args.symbol,),
             code_env=code_env,
             start=False,

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from antmeter.models import PatchTSTForecaster
+from antmeter.learn.models import PatchTSTForecaster
 
 DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "ett" / "ETTh1.csv"
 LOOKBACK, TRAIN_END, VAL_END, TEST_END = 336, 12 * 30 * 24, 16 * 30 * 24, 20 * 30 * 24

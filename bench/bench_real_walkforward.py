@@ -1,12 +1,12 @@
 """Walk-forward and holdout scores of every model type next to the baselines on real January 2024 candles.
 
 Data: Binance spot 1-minute candles of BTCUSDT and ETHUSDT, 2024-01-01 .. 2024-01-31 (44,641 rows each),
-read with :func:`antmeter.file_import.read_candle_file`. No news exists for this window, so features are
+read with :func:`antmeter.market.file_import.read_candle_file`. No news exists for this window, so features are
 built with ``FeatureConfig(include_sentiment=False)``; labels are the binary ``up_{h}`` for 5/10/30 minutes.
-Both symbols are pooled into one :class:`~antmeter.datasets.SampleSet` (60-minute windows; the ``laptop``
+Both symbols are pooled into one :class:`~antmeter.learn.datasets.SampleSet` (60-minute windows; the ``laptop``
 preset's stride, one sample every 5 minutes, unless ``--stride`` says otherwise).
 
-Each model type goes through :func:`antmeter.training_recipe.train_candidate`, the production recipe:
+Each model type goes through :func:`antmeter.learn.recipe.train_candidate`, the production recipe:
 the newest 15% of sample times is held out (purged and embargoed), the rest is cut into ``--n-folds``
 expanding walk-forward folds; each fold fits its own scaler and model and scores them next to the
 baselines (majority, persistence, logistic, gradient boosting, all fit on the fold's training rows) on
@@ -35,14 +35,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from antmeter.datasets import DatasetSpec, SampleSet, build_samples
-from antmeter.features import FeatureConfig, compute_features, model_feature_columns
-from antmeter.file_import import read_candle_file
-from antmeter.labels import LabelConfig, compute_labels
-from antmeter.metrics import EVALUATION_COLUMNS
-from antmeter.models import load_preset
-from antmeter.promotion import LOWER_IS_BETTER
-from antmeter.training_recipe import RecipeConfig, summarize_folds, train_candidate
+from antmeter.features.labels import LabelConfig, compute_labels
+from antmeter.features.pipeline import FeatureConfig, compute_features, model_feature_columns
+from antmeter.learn.datasets import DatasetSpec, SampleSet, build_samples
+from antmeter.learn.metrics import EVALUATION_COLUMNS
+from antmeter.learn.models import load_preset
+from antmeter.learn.recipe import RecipeConfig, summarize_folds, train_candidate
+from antmeter.market.file_import import read_candle_file
+from antmeter.registry.promotion import LOWER_IS_BETTER
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-1m-2024-01"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from antmeter.store import OHLCV, MarketStore, encode_copy_binary
+from antmeter.market.store import OHLCV, MarketStore, encode_copy_binary
 
 ROWS_PER_SYMBOL = 250_000
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]

@@ -1,4 +1,4 @@
-"""Training throughput: the Lightning path (``antmeter.training.train_model``) vs a bare PyTorch loop.
+"""Training throughput: the Lightning path (``antmeter.learn.lightning_loop.train_model``) vs a bare PyTorch loop.
 
 Same model (LSTM 128-64-32, dropout 0.2, dense 16, heads for three horizons), same synthetic data (60 x 40
 windows, binary task), same batch size 256, optimizer (AdamW), loss, gradient clipping and one validation pass
@@ -27,8 +27,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 
-from antmeter.models import MultiTaskLoss, build_model
-from antmeter.training import TargetScaler, train_model
+from antmeter.learn.lightning_loop import TargetScaler, train_model
+from antmeter.learn.models import MultiTaskLoss, build_model
 
 WINDOW, FEATURES, HORIZONS, N_CLASSES = 60, 40, (5, 10, 30), 2
 LSTM = {"lstm_units": [128, 64, 32], "dropout": 0.2, "dense_units": 16}

@@ -7,7 +7,7 @@ before 2024-01-21 00:00 UTC (January 1-20), then steps hourly through January 21
 have closed, verify earlier predictions (``verify_predictions``), measure feature drift, decide with
 ``antmeter.live.policy.evaluate`` (the sensor's function), retrain on the newest ``--training-days`` when it
 says so (``incremental`` = fine-tune the champion, ``full`` = the full recipe), gate the candidate with
-``antmeter.promotion.gate_candidate`` (the Dagster gate's function: log loss at 5 minutes, margin 0.001), and
+``antmeter.registry.promotion.gate_candidate`` (the Dagster gate's function: log loss at 5 minutes, margin 0.001), and
 predict every new minute with the adaptive champion and with the frozen first champion (INT8 ONNX through
 ``predict_symbol``). The majority and persistence baselines are scored on the adaptive system's rows. P&L:
 the long/flat/short rule of :mod:`antmeter.live.trading` (non-overlapping h-minute positions, 10 bps per
@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from antmeter.file_import import read_candle_file
+from antmeter.learn.recipe import RecipeConfig
 from antmeter.live.policy import RetrainPolicy
 from antmeter.live.replay import ADAPTIVE, FROZEN
 from antmeter.live.replay_runner import ReplayRunConfig, ReplayRunner, ReplayRunResult
-from antmeter.promotion import GateConfig
-from antmeter.training_recipe import RecipeConfig
+from antmeter.market.file_import import read_candle_file
+from antmeter.registry.promotion import GateConfig
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance-spot-1m-2024-01"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")

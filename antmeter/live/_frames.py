@@ -7,10 +7,10 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from antmeter.candles import interval_timedelta
+from antmeter.market.candles import interval_timedelta
 
 ONE_MINUTE = interval_timedelta("1m")
-TASKS = ("binary", "three_class")  # the task names of antmeter.datasets
+TASKS = ("binary", "three_class")  # the task names of antmeter.learn.datasets
 # Class ids. Binary: 0 = not up (return <= 0), 1 = up. Three-class: 0 = down, 1 = flat, 2 = up (the order of
 # the prob_down/prob_flat/prob_up columns).
 BINARY_UP = 1

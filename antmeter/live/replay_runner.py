@@ -3,12 +3,12 @@
 :class:`ReplayRunner` drives :func:`antmeter.live.replay.run_replay` with hooks built from the production
 code, so a replay decides, retrains and promotes exactly as the deployment would:
 
-* **Start.** The first champion is trained by :func:`antmeter.training_recipe.train_candidate` (full
+* **Start.** The first champion is trained by :func:`antmeter.learn.recipe.train_candidate` (full
   walk-forward recipe) only on candles that have closed by the window's start, and gated by
-  :func:`antmeter.promotion.gate_candidate` against the naive baselines. It serves even when that gate
+  :func:`antmeter.registry.promotion.gate_candidate` against the naive baselines. It serves even when that gate
   refuses it (something must be replayed); the refusal is recorded (``bootstrap`` row of ``gates``).
 * **Every step** ``now`` (hourly by default): *ingest* makes the candles with ``open_time + 1 min <= now``
-  visible and computes features on them (:func:`antmeter.features.compute_features`, the training
+  visible and computes features on them (:func:`antmeter.features.pipeline.compute_features`, the training
   code, over a tail long enough for every feature's warm-up); *verify* runs
   :func:`antmeter.live.verification.verify_predictions` at ``now`` on the still unverified predictions;
   *max_psi* is :func:`antmeter.live.drift.feature_drift` of the last ``drift_window`` of features against
@@ -17,8 +17,8 @@ code, so a replay decides, retrains and promotes exactly as the deployment would
   sensor; *retrain* (on ``incremental``: fine-tune the champion with ``train_candidate(base_bundle=...)``;
   on ``full``: the full recipe) trains on the newest ``training_days`` of closed candles and gates the
   candidate with ``gate_candidate`` on its holdout rows, the same call the Dagster gate makes; *predict*
-  scores every new window with :func:`antmeter.inference.predict_symbol` through
-  :class:`antmeter.serving.ServingModel` (INT8 ONNX), for the adaptive champion (with the majority and
+  scores every new window with :func:`antmeter.live.inference.predict_symbol` through
+  :class:`antmeter.learn.bundle.ServingModel` (INT8 ONNX), for the adaptive champion (with the majority and
   persistence baselines of :func:`antmeter.live.verification.add_baselines`) and for the never-retrained
   first champion.
 * **No look-ahead.** A candidate promoted at step ``now`` was trained on labels known at ``now``, which
@@ -47,13 +47,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from antmeter.candles import validate_candles
-from antmeter.datasets import TASKS, DatasetSpec, SampleSet, build_samples
-from antmeter.features import FeatureConfig, compute_features, model_feature_columns, required_warmup_minutes
-from antmeter.inference import predict_symbol
-from antmeter.labels import LabelConfig, compute_labels
+from antmeter.features.labels import LabelConfig, compute_labels
+from antmeter.features.pipeline import (
+    FeatureConfig,
+    compute_features,
+    model_feature_columns,
+    required_warmup_minutes,
+)
+from antmeter.learn.bundle import ServingModel
+from antmeter.learn.datasets import TASKS, DatasetSpec, SampleSet, build_samples
+from antmeter.learn.recipe import CandidateResult, RecipeConfig, train_candidate
 from antmeter.live import drift
 from antmeter.live._frames import ONE_MINUTE, utc_timestamp
+from antmeter.live.inference import predict_symbol
 from antmeter.live.policy import RetrainPolicy
 from antmeter.live.replay import (
     OUTCOME_COLUMNS,
@@ -64,9 +70,8 @@ from antmeter.live.replay import (
     run_replay,
 )
 from antmeter.live.verification import KEY_COLUMNS, add_baselines, verify_predictions
-from antmeter.promotion import GateConfig, gate_candidate, holdout_baseline_scores
-from antmeter.serving import ServingModel
-from antmeter.training_recipe import CandidateResult, RecipeConfig, train_candidate
+from antmeter.market.candles import validate_candles
+from antmeter.registry.promotion import GateConfig, gate_candidate, holdout_baseline_scores
 
 Progress = Callable[[str], None]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -146,7 +151,7 @@ class ReplayRunConfig:
 
     def dataset_spec(self) -> DatasetSpec:
         """The sample spec of every training run: the config's stride or else the preset's."""
-        from antmeter.models import load_preset
+        from antmeter.learn.models import load_preset
 
         stride = self.stride or int(
             load_preset(self.recipe.preset, self.recipe.model_type)["dataset"].get("stride", 1)

@@ -1,6 +1,6 @@
 """Verify predictions against realized outcomes and report rolling quality next to baselines.
 
-Time convention (see :mod:`antmeter.candles`): a prediction keyed ``prediction_time = t`` is made once
+Time convention (see :mod:`antmeter.market.candles`): a prediction keyed ``prediction_time = t`` is made once
 candle ``t`` has closed and uses candles up to and including ``t``. Its horizon-``h`` outcome is
 ``log(close[t + h] / close[t])``, known only when candle ``t + h`` has closed, i.e. at
 ``t + h + 1 min``. Verification never uses a candle that has not closed by ``now`` and never guesses
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+from antmeter.learn.metrics import ECE_BINS
 from antmeter.live._frames import (
     ONE_MINUTE,
     LiveInputError,
@@ -38,7 +39,6 @@ from antmeter.live._frames import (
     utc_ns,
     utc_timestamp,
 )
-from antmeter.metrics import ECE_BINS
 
 KEY_COLUMNS = ["symbol", "prediction_time", "horizon_min", "model_name", "model_version"]
 PREDICTION_COLUMNS = [
@@ -240,7 +240,7 @@ def _metric_terms(
     """Per-row additive terms whose window sums give every metric (see :func:`_metrics_from_sums`).
 
     Columns: n, correct, brier, then per class k (actual_k, hit_k), then per calibration bin (count, sum
-    of confidence, sum of arg-max correctness). Definitions are those of :mod:`antmeter.metrics` (Brier of
+    of confidence, sum of arg-max correctness). Definitions are those of :mod:`antmeter.learn.metrics` (Brier of
     P(up) for binary, summed over classes otherwise; top-label ECE in equal-width bins ``(b/n, (b+1)/n]``),
     written as window sums so that every rolling window costs O(1).
     """

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from antmeter.candles import DayWindow, interval_timedelta, validate_candles
+from antmeter.market.candles import DayWindow, interval_timedelta, validate_candles
 from antmeter.news.articles import articles_frame, base_asset, empty_articles
 
 SIM_SOURCE = "antmeter-simulator"

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from antmeter.store import OHLCV, MarketStore
+from antmeter.market.store import OHLCV, MarketStore
 from antmeter_assets.partitions import CLOCK_SETTINGS
 from antmeter_resources import (
     AlertWebhookResource,

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from antmeter.live.policy import Decision, run_key
-from antmeter.store import OHLCV
+from antmeter.market.store import OHLCV
 from antmeter_assets import automation, market, news
 from antmeter_assets.definitions import defs
 from antmeter_resources import AlertWebhookResource

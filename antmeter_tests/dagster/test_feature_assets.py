@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter.features import FeatureConfig, compute_features, feature_columns, recursive_feature_columns
-from antmeter.labels import LabelConfig, compute_labels
+from antmeter.features.labels import LabelConfig, compute_labels
+from antmeter.features.pipeline import (
+    FeatureConfig,
+    compute_features,
+    feature_columns,
+    recursive_feature_columns,
+)
 from antmeter_assets import features, market, news
 from antmeter_assets.features import partition_file
 from antmeter_tests.dagster.conftest import SYMBOL, symbol_day

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from antmeter import quality
-from antmeter.candles import DayWindow
+from antmeter.market import quality
+from antmeter.market.candles import DayWindow
 from antmeter_assets import features, market
 from antmeter_resources import AntmeterSettings, CandleSourceResource
 from antmeter_tests.dagster.conftest import (

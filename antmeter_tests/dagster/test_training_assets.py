@@ -24,9 +24,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from antmeter import registry, tracking
-from antmeter.serving import ONNX_FP32, ONNX_INT8, SERVING_FILE
-from antmeter.training_recipe import RecipeConfig
+from antmeter.learn.bundle import ONNX_FP32, ONNX_INT8, SERVING_FILE
+from antmeter.learn.recipe import RecipeConfig
+from antmeter.registry import tracking, versions
 from antmeter_assets import features, market, models
 from antmeter_resources import CandleSourceResource
 from antmeter_tests.dagster.conftest import Pipeline, check_results, make_pipeline, symbol_day
@@ -155,7 +155,7 @@ def test_gate_rejects_a_candidate_trained_on_a_martingale(noise_run):
     assert version.tags["gate"] == "rejected"
     assert version.tags["gate_reason"] == gate["reason"]
     assert client.get_run(version.run_id).data.tags["gate"] == "rejected"
-    assert registry.champion(client, REGISTERED) is None
+    assert versions.champion(client, REGISTERED) is None
 
     servable = check_results(result)["champion_servable"]
     assert not servable.passed and servable.severity == dg.AssetCheckSeverity.WARN
@@ -168,7 +168,7 @@ def test_champion_servable_checks_the_serving_version(noise_run):
     served INT8 model, finds finite, varying probabilities and installs it for the live assets."""
     pipeline, first, client = noise_run
     version = metadata(first, "lstm_candidate")["model_version"]
-    client.set_registered_model_alias(REGISTERED, registry.CHAMPION, version)
+    client.set_registered_model_alias(REGISTERED, versions.CHAMPION, version)
     result = pipeline.materialize([a for a in TRAINING if a.key.path[0] == "lstm_champion"])
     assert result.success
     gate = metadata(result, "lstm_champion")

@@ -18,7 +18,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from antmeter_tests.integration.topology import LOCATION, REPOSITORY, Topology
+from antmeter_deploy.topology import LOCATION, REPOSITORY, Topology
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """Issue 5 end to end, through the real daemon: a regime change is detected and retrained away.
 
-The deployed topology (:class:`~antmeter_tests.integration.topology.Topology`: fresh PostgreSQL databases
+The deployed topology (:class:`~antmeter_deploy.topology.Topology`: fresh PostgreSQL databases
 for the Dagster instance and the market store, the repository's ``dagster.yaml`` and ``workspace.yaml``,
 ``dagster api grpc``, ``dagster-daemon run`` and ``dagster-webserver`` as processes) runs the live loop
 over FIXED historical days on a simulated clock (``ANTMETER_CLOCK_ORIGIN`` + ``ANTMETER_CLOCK_WALL_START``,
@@ -42,12 +42,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter_tests.integration.topology import (
-    Topology,
-    free_port,
-    fresh_database,
-    scoped_env,
-)
+from antmeter_deploy.topology import Topology, running_topology, scoped_env
+from antmeter_tests.conftest import PG_ADMIN_URL
 
 # generous: on a busy shared machine the story takes up to ~12 minutes (about 6-7 on a quiet one)
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
@@ -107,38 +103,16 @@ class Story:
 # ------------------------------------------------------------------------------------------ helpers
 @contextlib.contextmanager
 def _deployment(root: Path) -> Iterator[Topology]:
-    """Like ``topology.running_topology``, but the services start only when the test says so (after the
+    """``running_topology`` with the services started only when the test says so (after the
     history is written), so the simulated clock and automation begin together."""
-    with (
-        fresh_database("antmeter_e2e_dagster") as dagster_url,
-        fresh_database("antmeter_e2e_market") as market_url,
-    ):
-        (root / "dagster_home").mkdir(parents=True)
-        (root / "data").mkdir()
-        (root / "dagster_home" / "dagster.yaml").write_bytes(
-            (Path(__file__).parents[2] / "dagster.yaml").read_bytes()
-        )
-        topology = Topology(
-            root=root,
-            dagster_home=root / "dagster_home",
-            data_dir=root / "data",
-            dagster_db_url=dagster_url,
-            market_db_url=market_url,
-            grpc_port=free_port(),
-            webserver_port=free_port(),
-            code_env={
-                "ANTMETER_DATA_DIR": str(root / "data"),
-                "ANTMETER_STORE_URL": market_url,
-                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-                "ANTMETER_MLFLOW_ARTIFACT_ROOT": (root / "mlartifacts").as_uri(),
-                **DEPLOYMENT_ENV,
-            },
-        )
-        try:
-            topology.instance().add_dynamic_partitions("symbols", list(SYMBOLS))
-            yield topology
-        finally:
-            topology.stop()
+    with running_topology(
+        root,
+        admin_url=PG_ADMIN_URL,
+        symbols=SYMBOLS,
+        start=False,
+        code_env={"ANTMETER_MLFLOW_ARTIFACT_ROOT": (root / "mlartifacts").as_uri(), **DEPLOYMENT_ENV},
+    ) as topology:
+        yield topology
 
 
 def _backfill(topology: Topology) -> None:
@@ -201,7 +175,7 @@ def _sensor_retrains(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
 
 
 def _market(topology: Topology):
-    from antmeter.store import MarketStore
+    from antmeter.market.store import MarketStore
 
     return MarketStore(topology.market_db_url)
 
@@ -228,8 +202,8 @@ def _mlflow(topology: Topology):
 def _holdout_accuracy(topology: Topology, promoted: str) -> dict[str, float]:
     """Champion v1 and the promoted fine-tune (bundles from the MLflow registry) scored through the
     serving path on the retrain's holdout rows (the dataset and manifest the retrain wrote)."""
-    from antmeter import promotion, registry
-    from antmeter.datasets import load_samples
+    from antmeter.learn.datasets import load_samples
+    from antmeter.registry import promotion, versions
 
     data = topology.data_dir
     manifest = json.loads((data / "models" / "lstm" / "candidate.json").read_text())
@@ -242,7 +216,7 @@ def _holdout_accuracy(topology: Topology, promoted: str) -> dict[str, float]:
     client = _mlflow(topology)
     scores = {}
     for version in ("1", promoted):
-        bundle = registry.download_version(
+        bundle = versions.download_version(
             client.get_model_version(MODEL, version), topology.root / "scored" / f"v{version}"
         )
         gate = promotion.GateConfig(metric="accuracy", horizon=5)

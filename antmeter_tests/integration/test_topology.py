@@ -9,7 +9,7 @@ import json
 import dagster as dg
 import pytest
 
-from antmeter_tests.integration.topology import LOCATION, Topology
+from antmeter_deploy.topology import LOCATION, Topology
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from antmeter.store import MarketStore
+from antmeter.market.store import MarketStore
 
 
 def flat_candles(rows: int, close: float) -> pd.DataFrame:

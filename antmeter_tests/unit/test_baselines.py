@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
-from antmeter.baselines import (
+from antmeter.learn.baselines import (
     GradientBoostingBaseline,
     LogisticBaseline,
     MajorityBaseline,
@@ -15,9 +15,9 @@ from antmeter.baselines import (
     evaluate_baselines,
     fit_all_baselines,
 )
-from antmeter.datasets import DatasetSpec, SampleSet, build_samples
-from antmeter.folds import holdout_split
-from antmeter.metrics import EVALUATION_COLUMNS
+from antmeter.learn.datasets import DatasetSpec, SampleSet, build_samples
+from antmeter.learn.folds import holdout_split
+from antmeter.learn.metrics import EVALUATION_COLUMNS
 from antmeter_tests.unit.synthetic_frames import FEATURES, synthetic_frame
 
 HORIZONS = (5, 10)

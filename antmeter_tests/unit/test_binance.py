@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter.binance import BinanceConfig, BinanceError, BinanceKlinesClient
-from antmeter.candles import CANDLE_COLUMNS, CandleValidationError
+from antmeter.market.binance import BinanceConfig, BinanceError, BinanceKlinesClient
+from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
 from antmeter_tests.servers.binance_server import FakeBinance, Fault, Kline, make_klines
 
 T0 = pd.Timestamp("2024-03-01 00:00", tz="UTC")
@@ -140,7 +140,7 @@ def test_429_waits_retry_after_then_succeeds(make_client, exchange, fake_time, s
 def test_418_ip_ban_waits_retry_after_and_logs(make_client, exchange, fake_time, source_rows, caplog):
     exchange.faults = [Fault.banned(retry_after=120)]
 
-    with caplog.at_level(logging.INFO, logger="antmeter.binance"):
+    with caplog.at_level(logging.INFO, logger="antmeter.market.binance"):
         candles = make_client().fetch_klines(SYMBOL, "1m", T0, T0 + 100 * MINUTE)
 
     assert fake_time.sleeps == [120.0]
@@ -163,7 +163,7 @@ def test_ban_longer_than_allowed_raises_without_waiting(make_client, exchange, f
 def test_5xx_then_success_backs_off_with_jitter(make_client, exchange, fake_time, source_rows, caplog):
     exchange.faults = [Fault.server_error(500), Fault.server_error(502)]
 
-    with caplog.at_level(logging.WARNING, logger="antmeter.binance"):
+    with caplog.at_level(logging.WARNING, logger="antmeter.market.binance"):
         candles = make_client().fetch_klines(SYMBOL, "1m", T0, T0 + 100 * MINUTE)
 
     assert exchange.statuses == [500, 502, 200]

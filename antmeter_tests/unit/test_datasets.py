@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from antmeter.datasets import (
+from antmeter.learn.datasets import (
     SCALER_FILE,
     SCHEMA_FILE,
     DatasetSpec,

@@ -12,7 +12,9 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from antmeter.export import (
+from antmeter.learn.lightning_loop import load_weights, predict, save_weights, train_model
+from antmeter.learn.models import build_model
+from antmeter.learn.onnx import (
     OPSET,
     OnnxPredictor,
     check_parity,
@@ -20,8 +22,6 @@ from antmeter.export import (
     parity_report,
     quantize_int8,
 )
-from antmeter.models import build_model
-from antmeter.training import load_weights, predict, save_weights, train_model
 
 WINDOW, FEATURES, HORIZONS = 24, 6, (1, 3)
 TINY = {

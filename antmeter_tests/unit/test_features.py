@@ -1,4 +1,4 @@
-"""antmeter.features: column contract, causality, warm-up by lookback, sentiment as-of, gaps, custom code."""
+"""antmeter.features.pipeline: column contract, causality, warm-up by lookback, sentiment as-of, gaps, custom code."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter import features as F
-from antmeter.candles import CandleValidationError
+from antmeter.features import pipeline as F
+from antmeter.market.candles import CandleValidationError
 from antmeter_tests.factories import hourly_sentiment, random_walk_candles
 
 CUSTOM = "antmeter_tests.factories:spread_feature"
@@ -144,7 +144,7 @@ def test_partition_equals_full_history(candles, sentiment, full):
 def test_partition_at_start_of_history_drops_and_logs_rows(candles, sentiment, full, caplog):
     warmup = F.required_warmup_minutes(CONFIG)
     day_start, day_end = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC")
-    with caplog.at_level(logging.WARNING, logger="antmeter.features"):
+    with caplog.at_level(logging.WARNING, logger="antmeter.features.pipeline"):
         part = F.compute_partition_features(candles, day_start, day_end, CONFIG, sentiment_hourly=sentiment)
     day_rows = 720  # the candles start at 12:00
     assert len(part) == day_rows - warmup

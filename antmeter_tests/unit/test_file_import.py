@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from antmeter.candles import CANDLE_COLUMNS, CandleValidationError
-from antmeter.file_import import read_candle_file
+from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
+from antmeter.market.file_import import read_candle_file
 from antmeter_tests.servers.binance_server import make_klines
 
 T0 = pd.Timestamp("2024-12-31 23:58", tz="UTC")

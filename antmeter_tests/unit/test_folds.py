@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from antmeter.folds import Fold, holdout_split, walk_forward_folds
+from antmeter.learn.folds import Fold, holdout_split, walk_forward_folds
 
 START = np.datetime64("2024-03-01T00:00", "ns")
 

@@ -1,4 +1,4 @@
-"""antmeter.indicators against ``ta`` 0.11 (the reference definition) and against direct formulas.
+"""antmeter.features.indicators against ``ta`` 0.11 (the reference definition) and against direct formulas.
 
 Tolerance: values agree with ``ta`` to ``rtol=1e-9`` (absolute ``1e-9`` times the column's scale
 for values near 0). The documented differences are asserted explicitly: NaN instead of ``ta``'s 0.0
@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import ta
 
-from antmeter import indicators as ind
+from antmeter.features import indicators as ind
 from antmeter_tests.factories import random_walk_candles
 
 

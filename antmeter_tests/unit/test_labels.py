@@ -1,4 +1,4 @@
-"""antmeter.labels: forward returns by time, tie rule, flat bands, gaps, partitions, class balance."""
+"""antmeter.features.labels: forward returns by time, tie rule, flat bands, gaps, partitions, class balance."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter import labels as L
-from antmeter.candles import CandleValidationError
+from antmeter.features import labels as L
+from antmeter.market.candles import CandleValidationError
 from antmeter_tests.factories import random_walk_candles
 
 
@@ -112,7 +112,7 @@ def test_label_partition_uses_the_next_days_first_candles(caplog):
         with_next["fwd_return_30"].iloc[-1],
         math.log(candles["close"].iloc[1439 + 30] / candles["close"].iloc[1439]),
     )
-    with caplog.at_level(logging.INFO, logger="antmeter.labels"):
+    with caplog.at_level(logging.INFO, logger="antmeter.features.labels"):
         alone = L.label_partition(candles.iloc[:1440], day_start, day_end, config)
     assert alone["fwd_return_30"].iloc[-30:].isna().all() and alone["fwd_return_30"].iloc[:-30].notna().all()
     assert any("pending_30" in r.getMessage() for r in caplog.records)

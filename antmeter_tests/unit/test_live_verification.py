@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import balanced_accuracy_score, brier_score_loss
 
+from antmeter.learn.metrics import classification_metrics
 from antmeter.live._frames import LiveInputError
 from antmeter.live.verification import (
     REPORT_COLUMNS,
@@ -18,7 +19,6 @@ from antmeter.live.verification import (
     to_markdown,
     verify_predictions,
 )
-from antmeter.metrics import classification_metrics
 
 T0 = pd.Timestamp("2024-03-01 00:00", tz="UTC")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
-from antmeter.metrics import (
+from antmeter.learn.metrics import (
     EVALUATION_COLUMNS,
     calibration_curve,
     classification_metrics,

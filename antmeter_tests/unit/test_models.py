@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from antmeter.models import (
+from antmeter.learn.models import (
     MODEL_TYPES,
     ModelSpec,
     MultiTaskLoss,
@@ -17,8 +17,8 @@ from antmeter.models import (
     load_preset,
     preset_names,
 )
-from antmeter.models.layers import RevIN
-from antmeter.models.patchtst import PatchTSTBackbone, patch_count
+from antmeter.learn.models.layers import RevIN
+from antmeter.learn.models.patchtst import PatchTSTBackbone, patch_count
 
 WINDOW, FEATURES, HORIZONS = 24, 6, (5, 10, 30)
 TASK_CLASSES = {"binary": 2, "three_class": 3}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter.candles import CandleValidationError
+from antmeter.market.candles import CandleValidationError
 from antmeter.news.articles import ARTICLE_COLUMNS, tag_symbols
 from antmeter.news.sentiment import LexiconScorer, score_articles
 from antmeter.news.simulator import (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from antmeter.promotion import GateConfig, decide_promotion, sanity_problems
+from antmeter.registry.promotion import GateConfig, decide_promotion, sanity_problems
 
 FEATURES = ["rsi_14", "log_return_1", "volatility_15"]
 GATE = GateConfig(metric="log_loss", horizon=5, margin=0.001)

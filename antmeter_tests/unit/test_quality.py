@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from antmeter import quality
+from antmeter.market import quality
 from antmeter_tests.factories import random_walk_candles
 
 START = pd.Timestamp("2024-01-01 00:00", tz="UTC")

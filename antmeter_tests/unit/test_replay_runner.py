@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from antmeter.labels import LabelConfig, compute_labels
+from antmeter.features.labels import LabelConfig, compute_labels
+from antmeter.learn.recipe import RecipeConfig
 from antmeter.live.policy import (
     PolicyInput,
     PolicyState,
@@ -31,9 +32,8 @@ from antmeter.live.replay import ADAPTIVE, FROZEN
 from antmeter.live.replay_runner import ReplayRegistry, ReplayRunConfig, ReplayRunner
 from antmeter.live.report import to_jsonable
 from antmeter.live.verification import BASELINES
-from antmeter.promotion import GateConfig
-from antmeter.simulator import SimulatorConfig, simulate_range
-from antmeter.training_recipe import RecipeConfig
+from antmeter.market.simulator import SimulatorConfig, simulate_range
+from antmeter.registry.promotion import GateConfig
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START, END = pd.Timestamp("2024-01-02 12:00", tz="UTC"), pd.Timestamp("2024-01-02 18:00", tz="UTC")

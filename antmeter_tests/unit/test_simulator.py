@@ -12,8 +12,8 @@ from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from antmeter.candles import CANDLE_COLUMNS, validate_candles
-from antmeter.simulator import (
+from antmeter.market.candles import CANDLE_COLUMNS, validate_candles
+from antmeter.market.simulator import (
     HIDDEN_COLUMNS,
     SimulatorConfig,
     bayes_ceiling,

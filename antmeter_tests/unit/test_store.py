@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from antmeter.candles import CandleValidationError, validate_candles
-from antmeter.store import LATEST_SCHEMA_VERSION, OHLCV, MarketStore
+from antmeter.market.candles import CandleValidationError, validate_candles
+from antmeter.market.store import LATEST_SCHEMA_VERSION, OHLCV, MarketStore
 from antmeter_tests.unit.store_writer_child import flat_candles
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from antmeter.datasets import DatasetSpec, WindowedDataset, build_samples
-from antmeter.folds import holdout_split
-from antmeter.models import build_model, load_preset
-from antmeter.training import (
+from antmeter.learn.datasets import DatasetSpec, WindowedDataset, build_samples
+from antmeter.learn.folds import holdout_split
+from antmeter.learn.lightning_loop import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     TargetScaler,
@@ -25,6 +24,7 @@ from antmeter.training import (
     save_weights,
     train_model,
 )
+from antmeter.learn.models import build_model, load_preset
 from antmeter_tests.unit.synthetic_frames import FEATURES, synthetic_frame
 
 SPEC = DatasetSpec(window=20, stride=1, horizons=(5, 10, 30), task="binary")

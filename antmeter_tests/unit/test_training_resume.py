@@ -45,7 +45,7 @@ def _synthetic_datasets() -> tuple[torch.utils.data.Dataset, torch.utils.data.Da
 
 def _drive(run_dir: Path) -> None:
     """Train (or resume) the small LSTM into ``run_dir`` and write the result next to it."""
-    from antmeter.training import save_weights, train_model
+    from antmeter.learn.lightning_loop import save_weights, train_model
 
     torch.set_num_threads(1)
     train_ds, val_ds = _synthetic_datasets()

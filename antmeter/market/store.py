@@ -45,7 +45,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from antmeter.candles import CANDLE_COLUMNS, empty_candles, interval_timedelta, validate_candles
+from antmeter.market.candles import CANDLE_COLUMNS, empty_candles, interval_timedelta, validate_candles
 
 _UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
 _ONE_MICROSECOND = pd.Timedelta(microseconds=1)

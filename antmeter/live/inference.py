@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from antmeter.serving import ServingModel
+from antmeter.learn.bundle import ServingModel
 
 ONE_MINUTE = pd.Timedelta(minutes=1)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from antmeter.models.layers import MultiTaskHead
+from antmeter.learn.models.layers import MultiTaskHead
 
 DEFAULTS = {"lstm_units": [128, 64, 32], "dropout": 0.2, "dense_units": 16}
 

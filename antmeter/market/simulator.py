@@ -102,7 +102,7 @@ import pandas as pd
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
-from antmeter.candles import CANDLE_COLUMNS
+from antmeter.market.candles import CANDLE_COLUMNS
 
 MINUTES_PER_DAY = 1440
 _NS_PER_MINUTE = 60_000_000_000

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from antmeter.models.layers import Encoder, MultiTaskHead, SinusoidalPositionalEncoding
+from antmeter.learn.models.layers import Encoder, MultiTaskHead, SinusoidalPositionalEncoding
 
 DEFAULTS = {"d_model": 128, "n_heads": 4, "depth": 4, "d_ff": 512, "dropout": 0.1}
 

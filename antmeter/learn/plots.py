@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from antmeter.metrics import calibration_curve, confusion
+from antmeter.learn.metrics import calibration_curve, confusion
 
 
 def _pyplot():

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from antmeter.candles import interval_timedelta
+from antmeter.market.candles import interval_timedelta
 
 TASKS = {"binary": ("up", 2), "three_class": ("direction3", 3)}
 """Task name -> (label column prefix, number of classes)."""

@@ -1,11 +1,15 @@
-"""The deployed Dagster topology as real processes on this machine.
+"""The deployed Dagster topology as real processes on one machine.
 
-``running_topology(...)`` creates two fresh PostgreSQL databases (Dagster storage, market store), a
-temporary ``DAGSTER_HOME`` holding the project's own ``dagster.yaml`` verbatim, and starts the three
-services of ``docker-compose.yml`` as subprocesses: the code location (``dagster api grpc``), the
-daemon and the webserver, both reading the repository's ``workspace.yaml``. It waits until each is
-healthy, and on exit terminates every process group it started (SIGTERM, then SIGKILL) and drops
-both databases. Each process logs to its own file; ``Topology.log_tails()`` shows the last lines.
+The three services of ``docker-compose.yml`` run as subprocesses: the code location
+(``dagster api grpc``), the daemon and the webserver, both reading the repository's
+``workspace.yaml``, with a ``DAGSTER_HOME`` holding the project's own ``dagster.yaml`` verbatim
+(Postgres-backed). ``Topology.start()`` waits until each is healthy; ``stop()`` terminates every
+process group it started (SIGTERM, then SIGKILL). Each process logs to its own file;
+``Topology.log_tails()`` shows the last lines.
+
+Used by ``bash run.sh deploy`` (persistent databases, fixed ports: ``python -m antmeter_deploy``),
+by the integration tests and by ``bench/bench_live_latency.py`` (``running_topology``: fresh
+databases created on a PostgreSQL server given by its admin URL and dropped on exit, free ports).
 """
 
 from __future__ import annotations
@@ -28,9 +32,7 @@ import dagster as dg
 import httpx
 import sqlalchemy as sa
 
-from antmeter_tests.conftest import PG_ADMIN_URL, _pg_url
-
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LOCATION = "antmeter"
 REPOSITORY = "__repository__"
@@ -43,15 +45,39 @@ class TopologyError(RuntimeError):
     """A process of the topology did not become healthy, or died."""
 
 
+def database_url(admin_url: str, database: str) -> str:
+    """``admin_url`` (any database on the server) pointed at ``database``, password kept."""
+    return sa.make_url(admin_url).set(database=database).render_as_string(hide_password=False)
+
+
+def ensure_database(admin_url: str, database: str) -> str:
+    """Create ``database`` on the server of ``admin_url`` unless it exists; returns its URL."""
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}).first()
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{_identifier(database)}"'))
+    finally:
+        admin.dispose()
+    return database_url(admin_url, database)
+
+
+def _identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"database name {name!r}: use letters, digits and underscores only")
+    return name
+
+
 @contextlib.contextmanager
-def fresh_database(prefix: str) -> Iterator[str]:
+def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
     """A brand-new PostgreSQL database (``postgresql+psycopg2`` URL), dropped WITH (FORCE) on exit."""
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = _identifier(f"{prefix}_{uuid.uuid4().hex[:12]}")
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        yield _pg_url(name)
+        yield database_url(admin_url, name)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -92,6 +118,7 @@ class Topology:
     grpc_port: int
     webserver_port: int
     code_env: dict[str, str]
+    host: str = "127.0.0.1"
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     _instance: dg.DagsterInstance | None = None
@@ -154,7 +181,7 @@ class Topology:
             [
                 str(BIN / "dagster-webserver"),
                 "-h",
-                "127.0.0.1",
+                self.host,
                 "-p",
                 str(self.webserver_port),
                 "-w",
@@ -361,15 +388,53 @@ def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
         os.killpg(process.pid, sig)
 
 
+def build_topology(
+    root: Path,
+    *,
+    dagster_db_url: str,
+    market_db_url: str,
+    grpc_port: int | None = None,
+    webserver_port: int | None = None,
+    code_env: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
+) -> Topology:
+    """A topology (not started) rooted at ``root``: ``dagster_home/`` with the project's
+    ``dagster.yaml``, ``data/`` for the code location, MLflow in ``mlflow.db`` unless ``code_env``
+    says otherwise. Ports default to free ones."""
+    dagster_home = root / "dagster_home"
+    data_dir = root / "data"
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    return Topology(
+        root=root,
+        dagster_home=dagster_home,
+        data_dir=data_dir,
+        dagster_db_url=dagster_db_url,
+        market_db_url=market_db_url,
+        grpc_port=grpc_port or free_port(),
+        webserver_port=webserver_port or free_port(),
+        host=host,
+        code_env={
+            "ANTMETER_DATA_DIR": str(data_dir),
+            "ANTMETER_STORE_URL": market_db_url,
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            **(code_env or {}),
+        },
+    )
+
+
 @contextlib.contextmanager
 def running_topology(
     root: Path,
     *,
+    admin_url: str,
     code_env: Mapping[str, str] | None = None,
     symbols: tuple[str, ...] = (),
     start: bool = True,
 ) -> Iterator[Topology]:
-    """Fresh databases + DAGSTER_HOME, the three services started and healthy; all torn down on exit.
+    """Fresh databases (on the server of ``admin_url``) + DAGSTER_HOME, the three services started
+    and healthy; all torn down on exit.
 
     ``code_env`` adds environment variables to the code server (and so to its run workers).
     ``symbols`` are added as dynamic ``symbols`` partitions before any service starts, so the first
@@ -377,29 +442,10 @@ def running_topology(
     (``Topology.start()``), e.g. after writing history into the instance and stores first.
     """
     with (
-        fresh_database("antmeter_it_dagster") as dagster_url,
-        fresh_database("antmeter_it_market") as market_url,
+        fresh_database(admin_url, "antmeter_it_dagster") as dagster_url,
+        fresh_database(admin_url, "antmeter_it_market") as market_url,
     ):
-        dagster_home = root / "dagster_home"
-        data_dir = root / "data"
-        dagster_home.mkdir(parents=True)
-        data_dir.mkdir()
-        shutil.copyfile(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-        topology = Topology(
-            root=root,
-            dagster_home=dagster_home,
-            data_dir=data_dir,
-            dagster_db_url=dagster_url,
-            market_db_url=market_url,
-            grpc_port=free_port(),
-            webserver_port=free_port(),
-            code_env={
-                "ANTMETER_DATA_DIR": str(data_dir),
-                "ANTMETER_STORE_URL": market_url,
-                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-                **(code_env or {}),
-            },
-        )
+        topology = build_topology(root, dagster_db_url=dagster_url, market_db_url=market_url, code_env=code_env)
         try:
             if symbols:
                 topology.instance().add_dynamic_partitions("symbols", list(symbols))

@@ -22,12 +22,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from antmeter import reports
-from antmeter.baselines import fit_all_baselines
-from antmeter.datasets import FeatureScaler, SampleSet
-from antmeter.folds import Fold, holdout_split, walk_forward_folds
-from antmeter.metrics import evaluate_predictions
-from antmeter.serving import ONNX_FP32, ONNX_INT8, SERVING_FILE
+from antmeter.learn import plots
+from antmeter.learn.baselines import fit_all_baselines
+from antmeter.learn.bundle import ONNX_FP32, ONNX_INT8, SERVING_FILE
+from antmeter.learn.datasets import FeatureScaler, SampleSet
+from antmeter.learn.folds import Fold, holdout_split, walk_forward_folds
+from antmeter.learn.metrics import evaluate_predictions
 
 Progress = Callable[[str], None]
 
@@ -98,7 +98,7 @@ def split(samples: SampleSet, config: RecipeConfig) -> tuple[list[Fold], Fold]:
 
 
 def _training_options(config: RecipeConfig) -> dict[str, Any]:
-    from antmeter.models import load_preset
+    from antmeter.learn.models import load_preset
 
     preset = load_preset(config.preset, config.model_type)
     return {"params": preset["model"], "loss": preset["loss"], **preset["training"]}
@@ -106,7 +106,7 @@ def _training_options(config: RecipeConfig) -> dict[str, Any]:
 
 def _fit_fold(samples: SampleSet, fold: Fold, config: RecipeConfig, seed: int, checkpoint_dir: Path,
               progress: Progress):
-    from antmeter.training import train_model
+    from antmeter.learn.lightning_loop import train_model
 
     scaler = samples.fit_scaler(fold.train)
     scaled = samples.scaled(scaler)
@@ -125,7 +125,7 @@ def _evaluate(name_model: str, result, scaled: SampleSet, train_idx: np.ndarray,
               config: RecipeConfig, include_model: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     from threadpoolctl import threadpool_limits
 
-    from antmeter.training import predict
+    from antmeter.learn.lightning_loop import predict
 
     view = scaled.view(eval_idx)
     frames = []
@@ -193,7 +193,7 @@ def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: Rec
                progress: Progress):
     """Fine-tune the champion on the most recent pre-holdout data, keeping its feature scaler (batches of
     the preset's size; epochs and the constant learning rate are the fine-tune's own)."""
-    from antmeter.training import fine_tune, load_target_scaler, load_weights
+    from antmeter.learn.lightning_loop import fine_tune, load_target_scaler, load_weights
 
     scaler = FeatureScaler.load(base_bundle)
     scaler.schema.verify(list(samples.schema.names), ignore=())
@@ -214,8 +214,8 @@ def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: Rec
 
 def _export_bundle(result, scaler: FeatureScaler, scaled: SampleSet, holdout_idx: np.ndarray, bundle: Path,
                    samples: SampleSet, config: RecipeConfig, extra: dict[str, Any]) -> tuple[dict, list[str]]:
-    from antmeter.export import check_parity, export_onnx, parity_report, quantize_int8
-    from antmeter.training import save_weights
+    from antmeter.learn.lightning_loop import save_weights
+    from antmeter.learn.onnx import check_parity, export_onnx, parity_report, quantize_int8
 
     bundle.mkdir(parents=True, exist_ok=True)
     save_weights(result.model, bundle, target_scaler=result.target_scaler)
@@ -243,10 +243,10 @@ def _plots(scaled: SampleSet, idx: np.ndarray, proba: np.ndarray, reg: np.ndarra
     view = scaled.view(idx)
     title = f"{config.model_type} holdout, {config.primary_horizon}m"
     return {
-        "confusion_matrix": reports.plot_confusion(view.y_class[:, h], proba[:, h], directory / "confusion_matrix.png",
+        "confusion_matrix": plots.plot_confusion(view.y_class[:, h], proba[:, h], directory / "confusion_matrix.png",
                                                    title),
-        "calibration": reports.plot_calibration(view.y_class[:, h], proba[:, h], directory / "calibration.png", title),
-        "predictions_vs_outcomes": reports.plot_predictions_vs_outcomes(
+        "calibration": plots.plot_calibration(view.y_class[:, h], proba[:, h], directory / "calibration.png", title),
+        "predictions_vs_outcomes": plots.plot_predictions_vs_outcomes(
             reg[:, h], view.y_reg[:, h], directory / "predictions_vs_outcomes.png", title),
     }
 

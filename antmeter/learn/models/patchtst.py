@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from antmeter.models.layers import Encoder, MultiTaskHead, RevIN
+from antmeter.learn.models.layers import Encoder, MultiTaskHead, RevIN
 
 DEFAULTS = {
     "patch_len": 12,

@@ -123,8 +123,8 @@ def score_bundle(bundle_dir, samples, indices: np.ndarray, config: GateConfig, p
     Returns ``(score, proba, regression, feature_names)``; both the candidate and the champion are
     scored through this one path, on the same rows, so the comparison is like for like.
     """
-    from antmeter.metrics import classification_metrics
-    from antmeter.serving import ServingModel
+    from antmeter.learn.bundle import ServingModel
+    from antmeter.learn.metrics import classification_metrics
 
     model = ServingModel.load(bundle_dir, prefer_int8=prefer_int8)
     if config.horizon not in model.horizons:

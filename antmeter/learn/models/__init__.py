@@ -3,7 +3,7 @@
 Every model maps ``x [B, W, F]`` (float32 windows) to ``(logits [B, H, C], regression [B, H])``: class
 logits per horizon and a standardized return forecast per horizon. Build one with :func:`build_model`;
 the returned module carries its :class:`ModelSpec` as ``model.spec`` so it can be saved and rebuilt from
-code (see ``antmeter.training.save_weights`` / ``load_weights``).
+code (see ``antmeter.learn.lightning_loop.save_weights`` / ``load_weights``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from torch import nn
 
-from antmeter.models import lstm, patchtst, transformer
-from antmeter.models.losses import LOSS_DEFAULTS, MultiTaskLoss
-from antmeter.models.patchtst import PatchTSTForecaster
+from antmeter.learn.models import lstm, patchtst, transformer
+from antmeter.learn.models.losses import LOSS_DEFAULTS, MultiTaskLoss
+from antmeter.learn.models.patchtst import PatchTSTForecaster
 
 MODEL_TYPES = ("lstm", "transformer", "patchtst")
 PRESETS_FILE = "presets.yaml"
@@ -161,7 +161,7 @@ def build_model_from_spec(spec: ModelSpec) -> nn.Module:
 
 
 def _read_presets() -> dict[str, Any]:
-    text = resources.files("antmeter.models").joinpath(PRESETS_FILE).read_text(encoding="utf-8")
+    text = resources.files("antmeter.learn.models").joinpath(PRESETS_FILE).read_text(encoding="utf-8")
     presets = yaml.safe_load(text)
     if not isinstance(presets, dict):
         raise ValueError(f"{PRESETS_FILE} must map preset names to settings")

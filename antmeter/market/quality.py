@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from antmeter.candles import interval_timedelta
+from antmeter.market.candles import interval_timedelta
 
 
 @dataclass(frozen=True)

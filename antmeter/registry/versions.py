@@ -1,7 +1,7 @@
 """MLflow model registry helpers: versions hold files (safetensors, JSON, ONNX, npz), never pickles.
 
 The ``champion`` alias marks the serving version of each registered model; it is moved only by
-the promotion gate (:mod:`antmeter.promotion`).
+the promotion gate (:mod:`antmeter.registry.promotion`).
 """
 
 from __future__ import annotations

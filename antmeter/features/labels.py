@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from antmeter.candles import CandleValidationError
-from antmeter.indicators import rolling_mean_std
+from antmeter.features.indicators import rolling_mean_std
+from antmeter.market.candles import CandleValidationError
 
 logger = logging.getLogger(__name__)
 

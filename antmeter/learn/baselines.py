@@ -23,8 +23,8 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from antmeter.datasets import FeatureScaler, WindowedDataset
-from antmeter.metrics import EVALUATION_COLUMNS, evaluate_predictions
+from antmeter.learn.datasets import FeatureScaler, WindowedDataset
+from antmeter.learn.metrics import EVALUATION_COLUMNS, evaluate_predictions
 
 
 def _smoothed_frequencies(labels: np.ndarray, n_classes: int, smoothing: float) -> np.ndarray:
@@ -280,7 +280,7 @@ def fit_all_baselines(
 
 def evaluate_baselines(fitted: Mapping[str, Baseline], view: WindowedDataset) -> pd.DataFrame:
     """Score fitted baselines on ``view``: tidy ``model, horizon, metric, value`` rows (see
-    :func:`antmeter.metrics.evaluate_predictions`)."""
+    :func:`antmeter.learn.metrics.evaluate_predictions`)."""
     tables = []
     for name, model in fitted.items():
         proba, reg = model.predict(view)

@@ -179,7 +179,7 @@ def parity_report(
     decisive cells (binary: ``|p - 0.5| > 0.05``; three-class: top-two margin ``> 0.05``) and, when labels
     ``y_class [N, H]`` are given, the log loss of each (mean over samples and horizons).
     """
-    from antmeter.training import predict
+    from antmeter.learn.lightning_loop import predict
 
     if task not in TASK_CLASSES:
         raise ValueError(f"task must be one of {sorted(TASK_CLASSES)}, got {task!r}")

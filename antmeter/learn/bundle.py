@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from antmeter.datasets import FeatureScaler, FeatureSchema, SampleSet
+from antmeter.learn.datasets import FeatureScaler, FeatureSchema, SampleSet
 
 SERVING_FILE = "serving.json"
 ONNX_FP32 = "model.onnx"
@@ -37,7 +37,7 @@ class ServingModel:
     @classmethod
     def load(cls, directory: str | Path, prefer_int8: bool = True) -> ServingModel:
         """Load a bundle; uses the INT8 model when present and asked for, else fp32."""
-        from antmeter.export import OnnxPredictor
+        from antmeter.learn.onnx import OnnxPredictor
 
         directory = Path(directory)
         config = json.loads((directory / SERVING_FILE).read_text())

@@ -3,8 +3,8 @@
 Only **closed** candles are returned: Binance also sends the candle that is still open (its close
 time lies in the future), and that one must never be stored as final. Every row is checked for
 structure (12 fields, integer times, numeric strings, consistent close time, inside the requested
-window, increasing) and then by :func:`antmeter.candles.validate_candles`; a bad row raises
-:class:`~antmeter.candles.CandleValidationError` naming the page, the index in the page, the open
+window, increasing) and then by :func:`antmeter.market.candles.validate_candles`; a bad row raises
+:class:`~antmeter.market.candles.CandleValidationError` naming the page, the index in the page, the open
 time and the field. Nothing is silently dropped.
 
 Wire format (``GET /api/v3/klines``), one array per candle::
@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from antmeter.candles import (
+from antmeter.market.candles import (
     CandleValidationError,
     closed_before,
     empty_candles,
@@ -37,7 +37,7 @@ from antmeter.candles import (
     validate_candles,
 )
 
-logger = logging.getLogger("antmeter.binance")
+logger = logging.getLogger("antmeter.market.binance")
 
 KLINES_PATH = "/api/v3/klines"
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"

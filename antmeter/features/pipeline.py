@@ -1,4 +1,4 @@
-"""Causal feature engineering over canonical candle frames (see :mod:`antmeter.candles`).
+"""Causal feature engineering over canonical candle frames (see :mod:`antmeter.market.candles`).
 
 Every feature of the row keyed ``t`` is computed from candles keyed ``<= t`` (known once candle ``t``
 has closed, at ``t + 1 min``) and from sentiment hours completed by then; appending later candles
@@ -71,8 +71,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from antmeter import indicators as ind
-from antmeter.candles import CANDLE_COLUMNS, CandleValidationError, empty_candles
+from antmeter.features import indicators as ind
+from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError, empty_candles
 
 logger = logging.getLogger(__name__)
 

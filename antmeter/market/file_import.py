@@ -19,7 +19,7 @@ Parquet):
   2025), detected by magnitude as above. The zipped files can be read directly.
 
 A file is headerless when the first cell of its first line is a number. Errors raise
-:class:`~antmeter.candles.CandleValidationError` whose source is the file path and whose row is the
+:class:`~antmeter.market.candles.CandleValidationError` whose source is the file path and whose row is the
 0-based data row (the CSV line number is added where known).
 """
 
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from antmeter.binance import KLINE_FIELDS
-from antmeter.candles import CANDLE_COLUMNS, CandleValidationError, validate_candles
+from antmeter.market.binance import KLINE_FIELDS
+from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError, validate_candles
 
 TIME_COLUMN_NAMES = ("timestamp", "datetime", "open_time")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".zip")

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from antmeter.models import ModelSpec, MultiTaskLoss, build_model, build_model_from_spec
+from antmeter.learn.models import ModelSpec, MultiTaskLoss, build_model, build_model_from_spec
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -624,7 +624,7 @@ def save_weights(
     """
     spec: ModelSpec | None = getattr(model, "spec", None)
     if spec is None:
-        raise ValueError("model has no .spec; build it with antmeter.models.build_model")
+        raise ValueError("model has no .spec; build it with antmeter.learn.models.build_model")
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
@@ -648,7 +648,7 @@ def save_weights(
 def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found (save weights with antmeter.training.save_weights)")
+        raise FileNotFoundError(f"{path} not found (save weights with antmeter.learn.lightning_loop.save_weights)")
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("format") != FORMAT:
         raise ValueError(f"{path}: field 'format' is {config.get('format')!r}, expected {FORMAT!r}")

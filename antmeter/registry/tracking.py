@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from antmeter import registry
-from antmeter.training_recipe import CandidateResult, summarize_folds
+from antmeter.learn.recipe import CandidateResult, summarize_folds
+from antmeter.registry import versions
 
 
 def git_commit() -> str:
@@ -74,14 +74,14 @@ def log_candidate(client, registered_name: str, result: CandidateResult, config:
             mlflow.log_artifacts(str(tables), "reports")
         for path in result.plots.values():
             mlflow.log_artifact(str(path), "plots")
-        version = registry.register_bundle(client, registered_name, run.info.run_id, result.bundle_dir,
+        version = versions.register_bundle(client, registered_name, run.info.run_id, result.bundle_dir,
                                            tags={k: str(v) for k, v in lineage.items()})
     return run.info.run_id, str(version.version)
 
 
 def classification_report(result: CandidateResult) -> str:
     """Markdown: holdout metrics of the model next to every baseline, and parity."""
-    from antmeter.reports import metrics_markdown
+    from antmeter.learn.plots import metrics_markdown
 
     parts = ["# Holdout (newest block, never used for training or early stopping)",
              metrics_markdown(result.holdout_metrics), "", "# ONNX parity", json.dumps(result.parity, indent=2,

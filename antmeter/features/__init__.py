@@ -1,0 +1,1 @@
+"""Features and labels: causal indicators, the feature pipeline, future-aware direction labels."""

@@ -1,0 +1,1 @@
+"""The model registry: MLflow tracking, registered versions and aliases, the promotion gate."""

@@ -7,7 +7,6 @@ a full retrain. ``ANTMETER_AUTOMATION=on`` starts all of them by default (the de
 otherwise they are visible in the UI and stopped until switched on.
 """
 
-
 import datetime as dt
 import json
 import os
@@ -20,10 +19,14 @@ from antmeter_assets.partitions import clock_is_configured, symbol_day_key, symb
 from antmeter_resources import AlertWebhookResource
 
 DEFAULT_STATUS = (
-    dg.DefaultScheduleStatus.RUNNING if os.environ.get("ANTMETER_AUTOMATION") == "on" else dg.DefaultScheduleStatus.STOPPED
+    dg.DefaultScheduleStatus.RUNNING
+    if os.environ.get("ANTMETER_AUTOMATION") == "on"
+    else dg.DefaultScheduleStatus.STOPPED
 )
 SENSOR_STATUS = (
-    dg.DefaultSensorStatus.RUNNING if os.environ.get("ANTMETER_AUTOMATION") == "on" else dg.DefaultSensorStatus.STOPPED
+    dg.DefaultSensorStatus.RUNNING
+    if os.environ.get("ANTMETER_AUTOMATION") == "on"
+    else dg.DefaultSensorStatus.STOPPED
 )
 SENSOR_INTERVAL_S = int(os.environ.get("ANTMETER_SENSOR_INTERVAL_S", "60"))
 RETENTION_DAYS = int(os.environ.get("ANTMETER_RUN_RETENTION_DAYS", "3"))
@@ -40,15 +43,22 @@ def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg
         days.insert(0, (now - pd.Timedelta(days=1)).date())
     # a schedule returning several requests must key each one (keys are scoped to the tick)
     return [
-        dg.RunRequest(run_key=f"harvest-{day}-{symbol}", partition_key=symbol_day_key(symbol, str(day)),
-                      tags={SCHEDULE_TAG: "harvest_schedule"})
+        dg.RunRequest(
+            run_key=f"harvest-{day}-{symbol}",
+            partition_key=symbol_day_key(symbol, str(day)),
+            tags={SCHEDULE_TAG: "harvest_schedule"},
+        )
         for day in days
         for symbol in sorted(instance.get_dynamic_partitions(symbol_partitions.name))
     ]
 
 
-@dg.schedule(job=jobs.harvest_job, cron_schedule="* * * * *", default_status=DEFAULT_STATUS,
-             description="Refresh today's candles for every symbol, every minute (the live feed).")
+@dg.schedule(
+    job=jobs.harvest_job,
+    cron_schedule="* * * * *",
+    default_status=DEFAULT_STATUS,
+    description="Refresh today's candles for every symbol, every minute (the live feed).",
+)
 def harvest_schedule(context: dg.ScheduleEvaluationContext):
     """The tick's time decides the day; a configured clock (a replay: ``ANTMETER_NOW`` or the simulated
     clock, see ``utc_now``) replaces it, so the feed follows the simulated day."""
@@ -57,32 +67,52 @@ def harvest_schedule(context: dg.ScheduleEvaluationContext):
     return harvest_requests(context.instance, now)
 
 
-@dg.schedule(job=jobs.news_job, cron_schedule="1 * * * *", default_status=DEFAULT_STATUS,
-             description="Harvest news and refresh hourly sentiment just after each hour completes.")
+@dg.schedule(
+    job=jobs.news_job,
+    cron_schedule="1 * * * *",
+    default_status=DEFAULT_STATUS,
+    description="Harvest news and refresh hourly sentiment just after each hour completes.",
+)
 def news_schedule(context: dg.ScheduleEvaluationContext):
     day = pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC").date()
     return dg.RunRequest(partition_key=str(day), tags={SCHEDULE_TAG: "news_schedule"})
 
 
-@dg.schedule(job=jobs.export_job, cron_schedule="15 0 * * *", default_status=DEFAULT_STATUS,
-             description="Export yesterday's candles as CSV/Parquet dumps.")
+@dg.schedule(
+    job=jobs.export_job,
+    cron_schedule="15 0 * * *",
+    default_status=DEFAULT_STATUS,
+    description="Export yesterday's candles as CSV/Parquet dumps.",
+)
 def export_schedule(context: dg.ScheduleEvaluationContext):
     day = (pd.Timestamp(context.scheduled_execution_time).tz_convert("UTC") - pd.Timedelta(days=1)).date()
     return dg.RunRequest(partition_key=str(day), tags={SCHEDULE_TAG: "export_schedule"})
 
 
 predictions_schedule = dg.ScheduleDefinition(
-    name="predictions_schedule", job=jobs.predictions_job, cron_schedule=PREDICTIONS_CRON,
-    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "predictions_schedule"},
-    description="Floor for predictions: every 5 minutes (ANTMETER_PREDICTIONS_CRON) even when no automation fired.")
+    name="predictions_schedule",
+    job=jobs.predictions_job,
+    cron_schedule=PREDICTIONS_CRON,
+    default_status=DEFAULT_STATUS,
+    tags={SCHEDULE_TAG: "predictions_schedule"},
+    description="Floor for predictions: every 5 minutes (ANTMETER_PREDICTIONS_CRON) even when no automation fired.",
+)
 verification_schedule = dg.ScheduleDefinition(
-    name="verification_schedule", job=jobs.verification_job, cron_schedule="0 * * * *",
-    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "verification_schedule"},
-    description="Verify predictions against realized outcomes every hour.")
+    name="verification_schedule",
+    job=jobs.verification_job,
+    cron_schedule="0 * * * *",
+    default_status=DEFAULT_STATUS,
+    tags={SCHEDULE_TAG: "verification_schedule"},
+    description="Verify predictions against realized outcomes every hour.",
+)
 weekly_retrain_schedule = dg.ScheduleDefinition(
-    name="weekly_retrain_schedule", job=jobs.training_job, cron_schedule="0 3 * * 0",
-    default_status=DEFAULT_STATUS, tags={SCHEDULE_TAG: "weekly_retrain_schedule"},
-    description="Full retrain of every model type each week, whatever the drift sensor says.")
+    name="weekly_retrain_schedule",
+    job=jobs.training_job,
+    cron_schedule="0 3 * * 0",
+    default_status=DEFAULT_STATUS,
+    tags={SCHEDULE_TAG: "weekly_retrain_schedule"},
+    description="Full retrain of every model type each week, whatever the drift sensor says.",
+)
 
 
 @dg.op(description="Delete runs (and their event logs) older than the retention window.")
@@ -90,11 +120,17 @@ def purge_old_runs(context) -> int:
     cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=RETENTION_DAYS)
     deleted = 0
     while True:
-        records = context.instance.get_run_records(dg.RunsFilter(created_before=cutoff,
-                                                                 statuses=[dg.DagsterRunStatus.SUCCESS,
-                                                                           dg.DagsterRunStatus.FAILURE,
-                                                                           dg.DagsterRunStatus.CANCELED]),
-                                                   limit=500)
+        records = context.instance.get_run_records(
+            dg.RunsFilter(
+                created_before=cutoff,
+                statuses=[
+                    dg.DagsterRunStatus.SUCCESS,
+                    dg.DagsterRunStatus.FAILURE,
+                    dg.DagsterRunStatus.CANCELED,
+                ],
+            ),
+            limit=500,
+        )
         if not records:
             break
         for record in records:
@@ -104,23 +140,33 @@ def purge_old_runs(context) -> int:
     return deleted
 
 
-@dg.job(description="Retention: keep the instance from growing without bound.", tags={"antmeter/stage": "retention"})
+@dg.job(
+    description="Retention: keep the instance from growing without bound.",
+    tags={"antmeter/stage": "retention"},
+)
 def retention_job():
     purge_old_runs()
 
 
-retention_schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention_job, cron_schedule="30 0 * * *",
-                                           default_status=DEFAULT_STATUS)
+retention_schedule = dg.ScheduleDefinition(
+    name="retention_schedule", job=retention_job, cron_schedule="30 0 * * *", default_status=DEFAULT_STATUS
+)
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
-    "antmeter_automation", target=dg.AssetSelection.all(), default_status=SENSOR_STATUS,
+    "antmeter_automation",
+    target=dg.AssetSelection.all(),
+    default_status=SENSOR_STATUS,
     minimum_interval_seconds=int(os.environ.get("ANTMETER_AUTOMATION_INTERVAL_S", "30")),
     run_tags={SCHEDULE_TAG: "antmeter_automation"},
 )
 
 
-@dg.sensor(jobs=[jobs.incremental_retrain_job, jobs.training_job], minimum_interval_seconds=SENSOR_INTERVAL_S,
-           default_status=SENSOR_STATUS, description="Accuracy/drift → incremental retraining (escalates to full).")
+@dg.sensor(
+    jobs=[jobs.incremental_retrain_job, jobs.training_job],
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=SENSOR_STATUS,
+    description="Accuracy/drift → incremental retraining (escalates to full).",
+)
 def retrain_on_drift(context: dg.SensorEvaluationContext):
     """Reads the newest verification report; decides with the same policy function as the replay."""
     from antmeter.live.policy import PolicyInput, PolicyState, RetrainPolicy, WindowStats, decide, run_key
@@ -143,20 +189,34 @@ def retrain_on_drift(context: dg.SensorEvaluationContext):
     requests, decisions = [], {}
     for model_name, entry in sorted(stats.items()):
         window = WindowStats(**{k: v for k, v in entry.items() if k in WindowStats.__dataclass_fields__})
-        decision = decide(policy, PolicyInput(window=window, max_psi=entry.get("max_psi"), now=now,
-                                              last_retrain_at=state.last_retrain_at,
-                                              consecutive_rejections=state.consecutive_rejections))
+        decision = decide(
+            policy,
+            PolicyInput(
+                window=window,
+                max_psi=entry.get("max_psi"),
+                now=now,
+                last_retrain_at=state.last_retrain_at,
+                consecutive_rejections=state.consecutive_rejections,
+            ),
+        )
         decisions[model_name] = {"action": decision.action, "reasons": list(decision.reasons)}
         if decision.action != "none" and not requests:
             job = jobs.training_job if decision.action == "full" else jobs.incremental_retrain_job
-            requests.append(dg.RunRequest(
-                job_name=job.name,
-                run_key=run_key(decision, model_name=model_name, horizon=policy.horizon, now=now),
-                tags={SCHEDULE_TAG: "retrain_on_drift", "antmeter/decision": decision.action,
-                      "antmeter/reasons": "; ".join(decision.reasons)[:1000]},
-            ))
-    new_cursor = {"storage_id": latest.storage_id,
-                  "last_retrain_at": str(now) if requests else cursor.get("last_retrain_at")}
+            requests.append(
+                dg.RunRequest(
+                    job_name=job.name,
+                    run_key=run_key(decision, model_name=model_name, horizon=policy.horizon, now=now),
+                    tags={
+                        SCHEDULE_TAG: "retrain_on_drift",
+                        "antmeter/decision": decision.action,
+                        "antmeter/reasons": "; ".join(decision.reasons)[:1000],
+                    },
+                )
+            )
+    new_cursor = {
+        "storage_id": latest.storage_id,
+        "last_retrain_at": str(now) if requests else cursor.get("last_retrain_at"),
+    }
     context.update_cursor(json.dumps(new_cursor))
     context.log.info(f"retrain decisions: {decisions}")
     return requests or dg.SkipReason(f"no retrain needed: {decisions}")
@@ -176,17 +236,32 @@ def rejection_streak(instance: dg.DagsterInstance) -> int:
     return streak
 
 
-@dg.run_failure_sensor(default_status=SENSOR_STATUS, minimum_interval_seconds=SENSOR_INTERVAL_S,
-                       description="Posts failed runs to the alert webhook (ANTMETER_ALERT_WEBHOOK_URL).")
+@dg.run_failure_sensor(
+    default_status=SENSOR_STATUS,
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    description="Posts failed runs to the alert webhook (ANTMETER_ALERT_WEBHOOK_URL).",
+)
 def run_failure_alert(context: dg.RunFailureSensorContext, alerts: AlertWebhookResource):
     run = context.dagster_run
-    payload = {"event": "run_failure", "job": run.job_name, "run_id": run.run_id, "tags": dict(run.tags),
-               "error": context.failure_event.message}
+    payload = {
+        "event": "run_failure",
+        "job": run.job_name,
+        "run_id": run.run_id,
+        "tags": dict(run.tags),
+        "error": context.failure_event.message,
+    }
     context.log.error(f"run {run.run_id} of {run.job_name} failed: {context.failure_event.message}")
     alerts.post(payload)
 
 
-schedules = [harvest_schedule, news_schedule, export_schedule, predictions_schedule, verification_schedule,
-             weekly_retrain_schedule, retention_schedule]
+schedules = [
+    harvest_schedule,
+    news_schedule,
+    export_schedule,
+    predictions_schedule,
+    verification_schedule,
+    weekly_retrain_schedule,
+    retention_schedule,
+]
 sensors = [automation_sensor, retrain_on_drift, run_failure_alert]
 extra_jobs = [retention_job]

@@ -5,15 +5,23 @@ antmeter_assets.definitions`` (deployed). Heavy libraries are imported inside as
 loading the location stays fast.
 """
 
-
 import dagster as dg
 
 from antmeter_assets import automation, features, jobs, market, models, news, serving
 from antmeter_resources import resources_from_env
 
 defs = dg.Definitions(
-    assets=[market.ohlcv, market.candle_export, news.news_articles, news.sentiment_hourly, features.features,
-            features.labels, *models.model_assets, serving.predictions, serving.verification_report],
+    assets=[
+        market.ohlcv,
+        market.candle_export,
+        news.news_articles,
+        news.sentiment_hourly,
+        features.features,
+        features.labels,
+        *models.model_assets,
+        serving.predictions,
+        serving.verification_report,
+    ],
     jobs=[*jobs.all_jobs, *automation.extra_jobs],
     schedules=automation.schedules,
     sensors=automation.sensors,

@@ -1,6 +1,5 @@
 """Feature and label assets per symbol × day, written as Parquet under the data directory."""
 
-
 import datetime as dt
 
 import dagster as dg
@@ -20,7 +19,9 @@ with_next_day = dg.MultiPartitionMapping(
     {
         "date": dg.DimensionPartitionMapping(
             "date",
-            dg.TimeWindowPartitionMapping(start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True),
+            dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True
+            ),
         ),
         "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
     }
@@ -36,7 +37,9 @@ _upstream_blocking_check_failed = dg.AutomationCondition.any_deps_match(
 ).with_label("any_deps_blocking_check_failed")
 _after_blocking_checks = (
     dg.AutomationCondition.in_latest_time_window(dt.timedelta(days=2))
-    & (dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & (
+        dg.AutomationCondition.newly_missing() | dg.AutomationCondition.any_deps_updated()
+    ).since_last_handled()
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
@@ -75,15 +78,21 @@ def features(
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     candles = market.read_candles(symbol, settings.interval, day.start - warmup, day.end)
     sentiment = market.read_frame(
-        "sentiment_hourly", filters={"symbol": symbol}, time_range=(day.start - pd.Timedelta(hours=2), day.end)
+        "sentiment_hourly",
+        filters={"symbol": symbol},
+        time_range=(day.start - pd.Timedelta(hours=2), day.end),
     )
-    frame = compute_partition_features(candles, day.start, day.end, config, sentiment_hourly=sentiment, symbol=symbol)
+    frame = compute_partition_features(
+        candles, day.start, day.end, config, sentiment_hourly=sentiment, symbol=symbol
+    )
     path = partition_file(settings, "features", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)
     incomplete = int(frame.drop(columns=["open_time"]).isna().any(axis=1).sum())
-    warmup_rows = int(((candles["open_time"] < day.start)).sum())
+    warmup_rows = int((candles["open_time"] < day.start).sum())
     if incomplete:
-        context.log.warning(f"{incomplete} rows lack full warm-up or span a gap; they stay NaN and are excluded later")
+        context.log.warning(
+            f"{incomplete} rows lack full warm-up or span a gap; they stay NaN and are excluded later"
+        )
     return dg.MaterializeResult(
         metadata={
             "rows": len(frame),

@@ -1,6 +1,5 @@
 """Asset jobs: each selects assets that share one partitioning (Dagster cannot mix them in a run)."""
 
-
 import dagster as dg
 
 from antmeter_assets.models import MODEL_TYPES, fine_tune_defaults
@@ -43,7 +42,11 @@ training_job = dg.define_asset_job(
 incremental_retrain_job = dg.define_asset_job(
     "incremental_retrain_job",
     selection=dg.AssetSelection.groups("models"),
-    config={"ops": {f"{t}_candidate": {"config": {"mode": "incremental", **fine_tune_defaults()}} for t in MODEL_TYPES}},
+    config={
+        "ops": {
+            f"{t}_candidate": {"config": {"mode": "incremental", **fine_tune_defaults()}} for t in MODEL_TYPES
+        }
+    },
     description="Fine-tune each champion on recent data, then the same promotion gate as full training.",
     tags={"antmeter/stage": "training", "antmeter/mode": "incremental"},
 )
@@ -57,8 +60,19 @@ predictions_job = dg.define_asset_job(
     "predictions_job", selection=dg.AssetSelection.assets("predictions"), tags={"antmeter/stage": "live"}
 )
 verification_job = dg.define_asset_job(
-    "verification_job", selection=dg.AssetSelection.assets("verification_report"), tags={"antmeter/stage": "live"}
+    "verification_job",
+    selection=dg.AssetSelection.assets("verification_report"),
+    tags={"antmeter/stage": "live"},
 )
 
-all_jobs = [harvest_job, news_job, export_job, feature_job, training_job, incremental_retrain_job, live_job,
-            predictions_job, verification_job]
+all_jobs = [
+    harvest_job,
+    news_job,
+    export_job,
+    feature_job,
+    training_job,
+    incremental_retrain_job,
+    live_job,
+    predictions_job,
+    verification_job,
+]

@@ -7,7 +7,6 @@ partition, all recorded in ``$DAGSTER_HOME`` so ``bash run.sh ui`` shows them. U
     bash run.sh main [--days 14] [--symbols BTCUSDT,ETHUSDT] [--end-date YYYY-MM-DD]
 """
 
-
 import argparse
 import os
 import sys
@@ -46,9 +45,15 @@ def plan(symbols: list[str], days: list[str], phases: list[str]) -> list[Phase]:
 
 
 def run(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--days", type=int, default=int(os.environ.get("ANTMETER_MAIN_DAYS", 14)),
-                        help="complete days of history before today (default 14)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=int(os.environ.get("ANTMETER_MAIN_DAYS", 14)),
+        help="complete days of history before today (default 14)",
+    )
     parser.add_argument("--symbols", default=",".join(DEFAULT_SYMBOLS), help="comma-separated symbols")
     parser.add_argument("--end-date", default=None, help="the last (live) day, default today UTC")
     args = parser.parse_args(argv)
@@ -66,25 +71,40 @@ def run(argv: list[str] | None = None) -> int:
         instance.add_dynamic_partitions(symbol_partitions.name, new)
 
     job_names = [j.name for j in defs.resolve_all_job_defs()]
-    phases = plan(symbols, days, [j for j in ("harvest_job", "news_job", "export_job", "feature_job", "training_job",
-                                            "live_job")
-                                  if j in job_names])
-    print(f"Antmeter main job: {len(symbols)} symbols x {len(days)} days ({days[0]} .. {days[-1]}), "
-          f"DAGSTER_HOME={instance.root_directory}", flush=True)
+    phases = plan(
+        symbols,
+        days,
+        [
+            j
+            for j in ("harvest_job", "news_job", "export_job", "feature_job", "training_job", "live_job")
+            if j in job_names
+        ],
+    )
+    print(
+        f"Antmeter main job: {len(symbols)} symbols x {len(days)} days ({days[0]} .. {days[-1]}), "
+        f"DAGSTER_HOME={instance.root_directory}",
+        flush=True,
+    )
     for phase in phases:
         job = defs.resolve_job_def(phase.job)
         t0 = time.monotonic()
         for i, key in enumerate(phase.partitions, 1):
             result = job.execute_in_process(
-                instance=instance, partition_key=key, raise_on_error=False, tags={"antmeter/launched_by": "main_job"}
+                instance=instance,
+                partition_key=key,
+                raise_on_error=False,
+                tags={"antmeter/launched_by": "main_job"},
             )
             if result.success:
                 phase.done += 1
             else:
                 phase.failed.append(f"{key}: run {result.run_id}")
             label = key if key is not None else "-"
-            print(f"  [{phase.job} {i}/{len(phase.partitions)}] {label}: "
-                  f"{'ok' if result.success else 'FAILED'}", flush=True)
+            print(
+                f"  [{phase.job} {i}/{len(phase.partitions)}] {label}: "
+                f"{'ok' if result.success else 'FAILED'}",
+                flush=True,
+            )
         phase.seconds = time.monotonic() - t0
     return summarize(phases, instance, time.monotonic() - started)
 
@@ -103,8 +123,11 @@ def summarize(phases: list[Phase], instance: dg.DagsterInstance, seconds: float)
         if record is None or record.asset_materialization is None:
             continue
         meta = record.asset_materialization.metadata
-        facts = {k: v.value for k, v in meta.items() if k in ("rows", "articles", "samples", "model_version", "gate",
-                                                              "predictions", "verified")}
+        facts = {
+            k: v.value
+            for k, v in meta.items()
+            if k in ("rows", "articles", "samples", "model_version", "gate", "predictions", "verified")
+        }
         print(f"  {key.to_user_string():<28} {facts}")
     data = default_data_dir()
     print(f"\nResults: market store and files under {data}")

@@ -1,6 +1,5 @@
 """Market data assets: minute candles per symbol × day, and the daily ETL export."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -34,8 +33,9 @@ OHLCV_CHECKS: list[tuple[str, str, bool]] = [
     # partitioned like the asset: a check result belongs to its symbol x day, so one bad partition
     # neither blocks nor is unblocked by the automation of the others
     check_specs=[
-        dg.AssetCheckSpec(name, asset="ohlcv", description=text, blocking=blocking,
-                          partitions_def=symbol_day_partitions)
+        dg.AssetCheckSpec(
+            name, asset="ohlcv", description=text, blocking=blocking, partitions_def=symbol_day_partitions
+        )
         for name, text, blocking in OHLCV_CHECKS
     ],
     automation_condition=dg.AutomationCondition.on_missing(),

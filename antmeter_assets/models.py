@@ -1,6 +1,5 @@
 """Training assets: the dataset, one candidate and one champion (promotion gate) per model type."""
 
-
 import json
 import os
 import shutil
@@ -50,8 +49,9 @@ def fine_tune_defaults() -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"ANTMETER_FINE_TUNE is not valid JSON: {exc}") from None
     if not isinstance(values, dict) or set(values) - set(FINE_TUNE_FIELDS):
-        raise ValueError(f"ANTMETER_FINE_TUNE must be a JSON object with keys among {list(FINE_TUNE_FIELDS)}, "
-                         f"got {raw!r}")
+        raise ValueError(
+            f"ANTMETER_FINE_TUNE must be a JSON object with keys among {list(FINE_TUNE_FIELDS)}, got {raw!r}"
+        )
     return TrainingRunConfig(mode="incremental", **values).recipe_overrides()
 
 
@@ -80,12 +80,18 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     symbols = sorted(context.instance.get_dynamic_partitions("symbols"))
     days = training_days(settings, _materialized_days(settings, symbols))
     if not days:
-        raise ValueError("no complete days of features/labels before the serving window; run the harvest first")
+        raise ValueError(
+            "no complete days of features/labels before the serving window; run the harvest first"
+        )
     columns = model_feature_columns(settings.feature_config())
     frames = {}
     for symbol in symbols:
-        parts = [pd.read_parquet(partition_file(settings, "features", symbol, d)).merge(
-            pd.read_parquet(partition_file(settings, "labels", symbol, d)), on="open_time") for d in days]
+        parts = [
+            pd.read_parquet(partition_file(settings, "features", symbol, d)).merge(
+                pd.read_parquet(partition_file(settings, "labels", symbol, d)), on="open_time"
+            )
+            for d in days
+        ]
         frames[symbol] = pd.concat(parts, ignore_index=True)
     stride = load_preset(settings.preset, "lstm")["dataset"].get("stride", 1)
     spec = DatasetSpec(window=60, stride=stride, horizons=tuple(settings.horizons), task=settings.task)
@@ -93,7 +99,9 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     directory = save_samples(samples, settings.path(*DATASET_DIR, "x").parent)
     (directory / "days.json").write_text(json.dumps({"days": days, "symbols": symbols}))
     fingerprint = dataset_fingerprint(samples)
-    context.log.info(f"{len(samples)} samples from {len(days)} days x {len(symbols)} symbols; excluded {samples.excluded}")
+    context.log.info(
+        f"{len(samples)} samples from {len(days)} days x {len(symbols)} symbols; excluded {samples.excluded}"
+    )
     return dg.MaterializeResult(
         metadata={
             "samples": len(samples),
@@ -113,8 +121,14 @@ def _materialized_days(settings: AntmeterSettings, symbols: list[str]) -> list[s
     root = Path(settings.data_dir)
     days = None
     for symbol in symbols:
-        have = {p.stem.removeprefix("date=") for p in (root / "features" / f"symbol={symbol}").glob("date=*.parquet")}
-        have &= {p.stem.removeprefix("date=") for p in (root / "labels" / f"symbol={symbol}").glob("date=*.parquet")}
+        have = {
+            p.stem.removeprefix("date=")
+            for p in (root / "features" / f"symbol={symbol}").glob("date=*.parquet")
+        }
+        have &= {
+            p.stem.removeprefix("date=")
+            for p in (root / "labels" / f"symbol={symbol}").glob("date=*.parquet")
+        }
         days = have if days is None else days & have
     return sorted(days or [])
 
@@ -158,21 +172,40 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         if config.mode == "incremental":
             champion = versions.champion(client, name)
             if champion is None:
-                raise ValueError(f"incremental retraining needs a champion of {name}; run the full training first")
+                raise ValueError(
+                    f"incremental retraining needs a champion of {name}; run the full training first"
+                )
             base = versions.download_version(champion, work / "champion")
-        recipe = RecipeConfig(model_type=model_type, preset=settings.preset, primary_horizon=settings.primary_horizon,
-                              **config.recipe_overrides())
+        recipe = RecipeConfig(
+            model_type=model_type,
+            preset=settings.preset,
+            primary_horizon=settings.primary_horizon,
+            **config.recipe_overrides(),
+        )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
-        result = train_candidate(samples, recipe, work, progress=context.log.info, base_bundle=base,
-                                 extra_serving={"training_days": days["days"]})
+        result = train_candidate(
+            samples,
+            recipe,
+            work,
+            progress=context.log.info,
+            base_bundle=base,
+            extra_serving={"training_days": days["days"]},
+        )
         dataset = {"fingerprint": dataset_fingerprint(samples), **samples.metadata()}
-        run_id, version = log_candidate(client, name, result, recipe.to_dict(), dataset,
-                                        tags={"dagster_run_id": context.run_id})
+        run_id, version = log_candidate(
+            client, name, result, recipe.to_dict(), dataset, tags={"dagster_run_id": context.run_id}
+        )
         manifest = {
-            "model_type": model_type, "registered_name": name, "version": version, "run_id": run_id,
-            "bundle_dir": str(result.bundle_dir), "mode": result.mode,
-            "holdout_indices": result.holdout_indices.tolist(), "parity_problems": result.parity_problems,
-            "trained_until": str(result.trained_until), "dataset_fingerprint": dataset["fingerprint"],
+            "model_type": model_type,
+            "registered_name": name,
+            "version": version,
+            "run_id": run_id,
+            "bundle_dir": str(result.bundle_dir),
+            "mode": result.mode,
+            "holdout_indices": result.holdout_indices.tolist(),
+            "parity_problems": result.parity_problems,
+            "trained_until": str(result.trained_until),
+            "dataset_fingerprint": dataset["fingerprint"],
             "holdout_metrics": result.holdout_metrics.to_dict(orient="records"),
         }
         _manifest_path(settings, model_type, "candidate").write_text(json.dumps(manifest, default=str))
@@ -182,8 +215,9 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                 "mlflow_run_id": run_id,
                 "mode": result.mode,
                 "holdout_vs_baselines": dg.MetadataValue.md(metrics_markdown(result.holdout_metrics)),
-                "walk_forward_vs_baselines": dg.MetadataValue.md(metrics_markdown(result.fold_metrics)
-                                                                  if not result.fold_metrics.empty else "fine-tune"),
+                "walk_forward_vs_baselines": dg.MetadataValue.md(
+                    metrics_markdown(result.fold_metrics) if not result.fold_metrics.empty else "fine-tune"
+                ),
                 "parity": dg.MetadataValue.json(result.parity),
                 "parity_problems": dg.MetadataValue.json(result.parity_problems),
                 "dataset_fingerprint": dataset["fingerprint"],
@@ -199,9 +233,15 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         kinds={"mlflow", "onnx"},
         deps=[candidate],
         tags={"antmeter/model_type": model_type},
-        check_specs=[dg.AssetCheckSpec("champion_servable", asset=f"{model_type}_champion", blocking=True,
-                                       description="The champion's INT8 ONNX model loads and gives finite, "
-                                                   "non-constant probabilities on the holdout rows.")],
+        check_specs=[
+            dg.AssetCheckSpec(
+                "champion_servable",
+                asset=f"{model_type}_champion",
+                blocking=True,
+                description="The champion's INT8 ONNX model loads and gives finite, "
+                "non-constant probabilities on the holdout rows.",
+            )
+        ],
     )
     def champion(
         context: dg.AssetExecutionContext, settings: AntmeterSettings, mlflow: MlflowResource
@@ -214,7 +254,9 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
     return [candidate, champion]
 
 
-def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_type: str) -> dg.MaterializeResult:
+def run_gate(
+    context, settings: AntmeterSettings, mlflow: MlflowResource, model_type: str
+) -> dg.MaterializeResult:
     import numpy as np
 
     from antmeter.learn.datasets import load_samples
@@ -223,17 +265,27 @@ def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_
     manifest = json.loads(_manifest_path(settings, model_type, "candidate").read_text())
     samples = load_samples(settings.path(*DATASET_DIR, "x").parent)
     indices = np.asarray(manifest["holdout_indices"], dtype=np.int64)
-    gate = promotion.GateConfig(metric=settings.promotion_metric, horizon=settings.primary_horizon,
-                                margin=settings.promotion_margin)
+    gate = promotion.GateConfig(
+        metric=settings.promotion_metric, horizon=settings.primary_horizon, margin=settings.promotion_margin
+    )
     client = mlflow.client()
     name = manifest["registered_name"]
     current = versions.champion(client, name)
     champ_dir = None
     if current is not None and str(current.version) != manifest["version"]:
-        champ_dir = versions.download_version(current, settings.path("runs", model_type, context.run_id, "champion"))
+        champ_dir = versions.download_version(
+            current, settings.path("runs", model_type, context.run_id, "champion")
+        )
     baselines = promotion.holdout_baseline_scores(manifest["holdout_metrics"], gate, model_type)
-    decision = promotion.gate_candidate(manifest["bundle_dir"], champ_dir, samples, indices, gate, baselines,
-                                        extra_problems=manifest["parity_problems"])
+    decision = promotion.gate_candidate(
+        manifest["bundle_dir"],
+        champ_dir,
+        samples,
+        indices,
+        gate,
+        baselines,
+        extra_problems=manifest["parity_problems"],
+    )
     versions.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
     client.set_tag(manifest["run_id"], "gate", "promoted" if decision.promote else "rejected")
     client.set_tag(manifest["run_id"], "gate_reason", decision.summary[:5000])
@@ -246,7 +298,9 @@ def run_gate(context, settings: AntmeterSettings, mlflow: MlflowResource, model_
             "reason": dg.MetadataValue.md(decision.summary),
             "candidate_version": manifest["version"],
             "candidate_score": decision.candidate_score,
-            "champion_score_before": decision.champion_score if decision.champion_score is not None else "none",
+            "champion_score_before": decision.champion_score
+            if decision.champion_score is not None
+            else "none",
             "champion_version": str(serving.version) if serving else "none",
             "baseline_scores": dg.MetadataValue.json(decision.baseline_scores),
             "mode": manifest["mode"],
@@ -259,8 +313,12 @@ def _champion_check(serving, samples, indices, gate, settings, model_type, run_i
     from antmeter.registry import promotion, versions
 
     if serving is None:
-        return dg.AssetCheckResult(check_name="champion_servable", passed=False, severity=dg.AssetCheckSeverity.WARN,
-                                   description="no champion yet: nothing is served for this model type")
+        return dg.AssetCheckResult(
+            check_name="champion_servable",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no champion yet: nothing is served for this model type",
+        )
     bundle = versions.download_version(serving, settings.path("runs", model_type, run_id, "serving"))
     _, proba, reg, names = promotion.score_bundle(bundle, samples, indices, gate)
     problems = promotion.sanity_problems(proba, reg, list(samples.schema.names), names)
@@ -269,10 +327,13 @@ def _champion_check(serving, samples, indices, gate, settings, model_type, run_i
         shutil.rmtree(target)
     shutil.copytree(bundle, target)
     (target / "registry.json").write_text(json.dumps({"name": serving.name, "version": str(serving.version)}))
-    return dg.AssetCheckResult(check_name="champion_servable", passed=not problems,
-                               description="; ".join(problems) or f"version {serving.version} serves finite, "
-                                                                   "non-constant probabilities",
-                               metadata={"version": str(serving.version)})
+    return dg.AssetCheckResult(
+        check_name="champion_servable",
+        passed=not problems,
+        description="; ".join(problems)
+        or f"version {serving.version} serves finite, non-constant probabilities",
+        metadata={"version": str(serving.version)},
+    )
 
 
 model_assets = [training_dataset, *(a for t in MODEL_TYPES for a in build_model_assets(t))]

@@ -1,6 +1,5 @@
 """News assets: harvested (or simulated) articles with sentiment, and hourly sentiment per symbol."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -35,11 +34,16 @@ def news_articles(
     symbols = market.symbols()
     now = utc_now()
     if news.kind == "simulator":
-        candles = {s: market.read_candles(s, settings.interval, day.start - pd.Timedelta(hours=2), day.end) for s in symbols}
+        candles = {
+            s: market.read_candles(s, settings.interval, day.start - pd.Timedelta(hours=2), day.end)
+            for s in symbols
+        }
         articles = simulate_news(candles, day.start.date(), seed=news.seed)
         articles = articles[articles["first_seen_at"] <= now]
     elif news.kind == "live":
-        config = NewsConfig(symbols=tuple(symbols), **({"rss_feeds": tuple(news.rss_feeds)} if news.rss_feeds else {}))
+        config = NewsConfig(
+            symbols=tuple(symbols), **({"rss_feeds": tuple(news.rss_feeds)} if news.rss_feeds else {})
+        )
         tokens = {"CRYPTOPANIC_TOKEN": news.cryptopanic_token or "", "NEWSAPI_KEY": news.newsapi_key or ""}
         harvest = harvest_news(clients_from_env(config, env=tokens), now)
         for source, error in harvest.errors.items():
@@ -62,9 +66,7 @@ def news_articles(
 
 
 @dg.asset(partitions_def=daily_partitions, group_name="news", kinds={"python", "sql"}, deps=[news_articles])
-def sentiment_hourly(
-    context: dg.AssetExecutionContext, store: MarketStoreResource
-) -> dg.MaterializeResult:
+def sentiment_hourly(context: dg.AssetExecutionContext, store: MarketStoreResource) -> dg.MaterializeResult:
     """Mean sentiment, article count and positive/negative share per symbol and UTC hour.
 
     Hours are bucketed by when the harvester first saw an article, not by the publish time a feed
@@ -81,7 +83,9 @@ def sentiment_hourly(
         metadata={
             "rows": written,
             "mean_sentiment": float(hourly["mean_sentiment"].mean()) if len(hourly) else 0.0,
-            "table": dg.MetadataValue.md(hourly.head(24).to_markdown(index=False) if len(hourly) else "no articles"),
+            "table": dg.MetadataValue.md(
+                hourly.head(24).to_markdown(index=False) if len(hourly) else "no articles"
+            ),
         }
     )
 

@@ -1,6 +1,5 @@
 """Partitions: UTC days × symbols. Symbols are dynamic, so adding one needs no code change."""
 
-
 import os
 
 import dagster as dg
@@ -45,7 +44,12 @@ def symbol_day_key(symbol: str, day: str) -> dg.MultiPartitionKey:
 
 
 # The environment variables of the clock (see utc_now).
-CLOCK_SETTINGS = ("ANTMETER_NOW", "ANTMETER_CLOCK_ORIGIN", "ANTMETER_CLOCK_WALL_START", "ANTMETER_CLOCK_SPEED")
+CLOCK_SETTINGS = (
+    "ANTMETER_NOW",
+    "ANTMETER_CLOCK_ORIGIN",
+    "ANTMETER_CLOCK_WALL_START",
+    "ANTMETER_CLOCK_SPEED",
+)
 
 
 def utc_now() -> pd.Timestamp:
@@ -69,11 +73,15 @@ def utc_now() -> pd.Timestamp:
         speed = float(os.environ.get("ANTMETER_CLOCK_SPEED") or 1.0)
         origin_time = pd.Timestamp(origin)
     except (KeyError, ValueError) as exc:
-        raise ValueError("ANTMETER_CLOCK_ORIGIN needs an ISO time, ANTMETER_CLOCK_WALL_START Unix seconds and "
-                         f"ANTMETER_CLOCK_SPEED (optional) a number: {exc!r}") from exc
+        raise ValueError(
+            "ANTMETER_CLOCK_ORIGIN needs an ISO time, ANTMETER_CLOCK_WALL_START Unix seconds and "
+            f"ANTMETER_CLOCK_SPEED (optional) a number: {exc!r}"
+        ) from exc
     if not speed > 0:
         raise ValueError(f"ANTMETER_CLOCK_SPEED must be > 0, got {speed}")
-    origin_time = origin_time.tz_localize("UTC") if origin_time.tzinfo is None else origin_time.tz_convert("UTC")
+    origin_time = (
+        origin_time.tz_localize("UTC") if origin_time.tzinfo is None else origin_time.tz_convert("UTC")
+    )
     elapsed = pd.Timedelta(seconds=(pd.Timestamp.now(tz="UTC").timestamp() - start) * speed)
     return (origin_time + elapsed).floor("us")  # the wall clock's (and the stores') resolution
 

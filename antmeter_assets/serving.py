@@ -1,6 +1,5 @@
 """The live loop's assets: predictions from each champion, and their verification report."""
 
-
 import json
 import os
 from pathlib import Path
@@ -38,7 +37,8 @@ def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
         # only the features' checks gate: a model type without a champion (never trained, or its
         # first candidate rejected) has no passed champion check and would block every prediction
         & dg.AutomationCondition.all_deps_blocking_checks_passed().ignore(
-            dg.AssetSelection.assets(*(f"{t}_champion" for t in MODEL_TYPES)))
+            dg.AssetSelection.assets(*(f"{t}_champion" for t in MODEL_TYPES))
+        )
     ).with_label("on new features or a new champion"),
 )
 def predictions(
@@ -65,19 +65,28 @@ def predictions(
         name, version = registry_info["name"], registry_info["version"]
         earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
         for symbol in market.symbols():
-            previous = market.read_frame("predictions", filters={"symbol": symbol, "model_name": name,
-                                                                 "model_version": version})
+            previous = market.read_frame(
+                "predictions", filters={"symbol": symbol, "model_name": name, "model_version": version}
+            )
             after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
             after = max(after, now - MAX_BACKFILL)
-            candles = market.read_candles(symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window),
-                                          None)
+            candles = market.read_candles(
+                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
+            )
             newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
-            if newest_close is None or now - newest_close > pd.Timedelta(minutes=settings.stale_after_minutes):
+            if newest_close is None or now - newest_close > pd.Timedelta(
+                minutes=settings.stale_after_minutes
+            ):
                 stale[symbol] = str(newest_close)
-                context.log.warning(f"{symbol}: stale input (newest candle closed {newest_close}); not predicting")
+                context.log.warning(
+                    f"{symbol}: stale input (newest candle closed {newest_close}); not predicting"
+                )
                 continue
-            sentiment = market.read_frame("sentiment_hourly", filters={"symbol": symbol},
-                                          time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None))
+            sentiment = market.read_frame(
+                "sentiment_hourly",
+                filters={"symbol": symbol},
+                time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
+            )
             features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
             rows = predict_symbol(model, features, symbol, name, version, after, now)
             if len(rows):
@@ -99,7 +108,8 @@ def predictions(
     group_name="live",
     kinds={"sql", "matplotlib"},
     deps=[predictions],
-    automation_condition=dg.AutomationCondition.on_cron(VERIFICATION_CRON) & ~dg.AutomationCondition.in_progress(),
+    automation_condition=dg.AutomationCondition.on_cron(VERIFICATION_CRON)
+    & ~dg.AutomationCondition.in_progress(),
 )
 def verification_report(
     context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
@@ -114,27 +124,42 @@ def verification_report(
     now = utc_now()
     market = store.get()
     config = settings.feature_config()
-    champions = {json.loads((d / "registry.json").read_text())["name"]: json.loads((d / "serving.json").read_text())
-                 for d in champion_dirs(settings).values()}
-    current, reference = _drift_frames(settings, market, now, champions, config, compute_features,
-                                       required_warmup_minutes)
+    champions = {
+        json.loads((d / "registry.json").read_text())["name"]: json.loads((d / "serving.json").read_text())
+        for d in champion_dirs(settings).values()
+    }
+    current, reference = _drift_frames(
+        settings, market, now, champions, config, compute_features, required_warmup_minutes
+    )
     report = build_report(
         market,
-        ReportSettings(data_dir=Path(settings.data_dir), interval=settings.interval, task=settings.task,
-                       primary_horizon=settings.primary_horizon, fee_bps=settings.fee_bps,
-                       feature_columns=tuple(model_feature_columns(config))),
-        now, champions, current, reference,
+        ReportSettings(
+            data_dir=Path(settings.data_dir),
+            interval=settings.interval,
+            task=settings.task,
+            primary_horizon=settings.primary_horizon,
+            fee_bps=settings.fee_bps,
+            feature_columns=tuple(model_feature_columns(config)),
+        ),
+        now,
+        champions,
+        current,
+        reference,
     )
     context.log.info(f"verified {report.verified_rows} prediction rows")
     alerts = report.drift[report.drift["status"] == "alert"] if len(report.drift) else report.drift
     return dg.MaterializeResult(
         metadata={
             "verified": report.verified_rows,
-            "rolling_vs_baselines": dg.MetadataValue.md(to_markdown(report.table) if len(report.table)
-                                                        else "nothing verified yet"),
+            "rolling_vs_baselines": dg.MetadataValue.md(
+                to_markdown(report.table) if len(report.table) else "nothing verified yet"
+            ),
             "after_fee_pnl": dg.MetadataValue.md(pnl_markdown(report.pnl)),
-            "drift": dg.MetadataValue.md(report.drift.round(4).to_markdown(index=False) if len(report.drift)
-                                         else "no drift reference yet"),
+            "drift": dg.MetadataValue.md(
+                report.drift.round(4).to_markdown(index=False)
+                if len(report.drift)
+                else "no drift reference yet"
+            ),
             "drift_alerts": len(alerts),
             "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
             **({"plot_rolling_accuracy": dg.MetadataValue.path(str(report.plot))} if report.plot else {}),
@@ -160,8 +185,11 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
         start = now - pd.Timedelta(hours=6) - warmup
         candles = market.read_candles(symbol, settings.interval, start, None)
         if len(candles):
-            sentiment = market.read_frame("sentiment_hourly", filters={"symbol": symbol},
-                                          time_range=(start - pd.Timedelta(hours=2), None))
+            sentiment = market.read_frame(
+                "sentiment_hourly",
+                filters={"symbol": symbol},
+                time_range=(start - pd.Timedelta(hours=2), None),
+            )
             frame = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
             current.append(frame[frame["open_time"] >= now - pd.Timedelta(hours=6)])
     if not reference or not current:

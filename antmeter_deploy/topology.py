@@ -55,7 +55,9 @@ def ensure_database(admin_url: str, database: str) -> str:
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
-            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}).first()
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": database}
+            ).first()
             if not exists:
                 conn.execute(sa.text(f'CREATE DATABASE "{_identifier(database)}"'))
     finally:
@@ -445,7 +447,9 @@ def running_topology(
         fresh_database(admin_url, "antmeter_it_dagster") as dagster_url,
         fresh_database(admin_url, "antmeter_it_market") as market_url,
     ):
-        topology = build_topology(root, dagster_db_url=dagster_url, market_db_url=market_url, code_env=code_env)
+        topology = build_topology(
+            root, dagster_db_url=dagster_url, market_db_url=market_url, code_env=code_env
+        )
         try:
             if symbols:
                 topology.instance().add_dynamic_partitions("symbols", list(symbols))

@@ -38,7 +38,9 @@ def enabled_model_types() -> list[str]:
     chosen = list(dict.fromkeys(t.strip().lower() for t in raw.split(",") if t.strip()))
     unknown = [t for t in chosen if t not in ALL_MODEL_TYPES]
     if unknown:
-        raise ValueError(f"ANTMETER_MODEL_TYPES: unknown model type(s) {unknown}; choose from {list(ALL_MODEL_TYPES)}")
+        raise ValueError(
+            f"ANTMETER_MODEL_TYPES: unknown model type(s) {unknown}; choose from {list(ALL_MODEL_TYPES)}"
+        )
     return chosen or list(ALL_MODEL_TYPES)
 
 
@@ -119,7 +121,9 @@ class CandleSourceResource(dg.ConfigurableResource):
             **({} if self.signal_strength is None else {"signal_strength": self.signal_strength}),
         )
 
-    def fetch_day(self, symbol: str, day: dt.date | str, now: pd.Timestamp, interval: str = "1m") -> pd.DataFrame:
+    def fetch_day(
+        self, symbol: str, day: dt.date | str, now: pd.Timestamp, interval: str = "1m"
+    ) -> pd.DataFrame:
         """The closed candles of one UTC day for ``symbol`` (today's partition: up to ``now``)."""
         window = DayWindow.of(day)
         if self.kind == "simulator":
@@ -177,9 +181,13 @@ class NewsSourceResource(dg.ConfigurableResource):
 class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking + registry. Default: a local SQLite-backed store under ``data/mlflow``."""
 
-    tracking_uri: str = Field(default_factory=lambda: f"sqlite:///{default_data_dir() / 'mlflow' / 'mlflow.db'}")
+    tracking_uri: str = Field(
+        default_factory=lambda: f"sqlite:///{default_data_dir() / 'mlflow' / 'mlflow.db'}"
+    )
     # Only used when the tracking store is local; a tracking server decides its own artifact store.
-    artifact_root: str | None = Field(default_factory=lambda: (default_data_dir() / "mlflow" / "artifacts").as_uri())
+    artifact_root: str | None = Field(
+        default_factory=lambda: (default_data_dir() / "mlflow" / "artifacts").as_uri()
+    )
     experiment: str = "antmeter"
     model_prefix: str = "antmeter"
 
@@ -198,7 +206,9 @@ class MlflowResource(dg.ConfigurableResource):
         if client.get_experiment_by_name(self.experiment) is None:
             try:
                 local = not self.tracking_uri.startswith(("http://", "https://"))
-                client.create_experiment(self.experiment, artifact_location=self.artifact_root if local else None)
+                client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_root if local else None
+                )
             except Exception:  # another process created it first
                 if client.get_experiment_by_name(self.experiment) is None:
                     raise
@@ -255,16 +265,19 @@ def settings_overrides() -> dict[str, Any]:
     allowed = set(AntmeterSettings.model_fields) - {"data_dir", "model_types"}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(f"ANTMETER_SETTINGS: unknown or not overridable setting(s) {unknown}; choose from "
-                         f"{sorted(allowed)} (data_dir: ANTMETER_DATA_DIR, model_types: ANTMETER_MODEL_TYPES)")
+        raise ValueError(
+            f"ANTMETER_SETTINGS: unknown or not overridable setting(s) {unknown}; choose from "
+            f"{sorted(allowed)} (data_dir: ANTMETER_DATA_DIR, model_types: ANTMETER_MODEL_TYPES)"
+        )
     return overrides
 
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources of the code location: embedded defaults, overridden by environment variables."""
     return {
-        "settings": AntmeterSettings(data_dir=_env_or("ANTMETER_DATA_DIR", str(default_data_dir())),
-                                     **settings_overrides()),
+        "settings": AntmeterSettings(
+            data_dir=_env_or("ANTMETER_DATA_DIR", str(default_data_dir())), **settings_overrides()
+        ),
         "store": MarketStoreResource(url=_env_or("ANTMETER_STORE_URL", MarketStoreResource().url)),
         "candles": CandleSourceResource(
             kind=_env_or("ANTMETER_CANDLE_SOURCE", "simulator"),

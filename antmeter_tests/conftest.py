@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 import sqlalchemy as sa
 
-PG_ADMIN_URL = os.environ.get("ANTMETER_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "ANTMETER_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def _pg_url(database: str) -> str:

@@ -469,7 +469,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--symbol", default="BTCUSDT")
     parser.add_argument(
         "--pg-admin-url",
-        default=os.environ.get("ANTMETER_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        default=os.environ.get(
+            "ANTMETER_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+        ),
         help="PostgreSQL server on which fresh databases are created (and dropped)",
     )
     parser.add_argument(

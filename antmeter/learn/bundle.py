@@ -44,9 +44,19 @@ class ServingModel:
         scaler = FeatureScaler.load(directory)
         int8 = directory / ONNX_INT8
         path, precision = (int8, "int8") if prefer_int8 and int8.exists() else (directory / ONNX_FP32, "fp32")
-        target = config.get("target_scaler") or {"mean": [0.0] * len(config["horizons"]), "std": [1.0] * len(config["horizons"])}
-        return cls(directory, config, scaler, precision, OnnxPredictor(path),
-                   np.asarray(target["mean"], dtype=np.float32), np.asarray(target["std"], dtype=np.float32))
+        target = config.get("target_scaler") or {
+            "mean": [0.0] * len(config["horizons"]),
+            "std": [1.0] * len(config["horizons"]),
+        }
+        return cls(
+            directory,
+            config,
+            scaler,
+            precision,
+            OnnxPredictor(path),
+            np.asarray(target["mean"], dtype=np.float32),
+            np.asarray(target["std"], dtype=np.float32),
+        )
 
     @property
     def schema(self) -> FeatureSchema:

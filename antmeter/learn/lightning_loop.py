@@ -648,7 +648,9 @@ def save_weights(
 def _read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found (save weights with antmeter.learn.lightning_loop.save_weights)")
+        raise FileNotFoundError(
+            f"{path} not found (save weights with antmeter.learn.lightning_loop.save_weights)"
+        )
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("format") != FORMAT:
         raise ValueError(f"{path}: field 'format' is {config.get('format')!r}, expected {FORMAT!r}")

@@ -19,15 +19,19 @@ def _pyplot():
     return plt
 
 
-def metrics_markdown(tidy: pd.DataFrame, metrics: tuple[str, ...] = ("accuracy", "balanced_accuracy", "log_loss",
-                                                                     "brier", "ece", "mcc", "ic")) -> str:
+def metrics_markdown(
+    tidy: pd.DataFrame,
+    metrics: tuple[str, ...] = ("accuracy", "balanced_accuracy", "log_loss", "brier", "ece", "mcc", "ic"),
+) -> str:
     """A model × (metric@horizon) markdown table from a tidy (model, horizon, metric, value) frame."""
     if tidy.empty:
         return "no metrics"
     frame = tidy[tidy["metric"].isin(metrics)].copy()
     frame["column"] = frame["metric"] + "@" + frame["horizon"].astype(str) + "m"
     table = frame.pivot_table(index="model", columns="column", values="value", aggfunc="mean")
-    ordered = [f"{m}@{h}m" for h in sorted(frame["horizon"].unique()) for m in metrics if f"{m}@{h}m" in table]
+    ordered = [
+        f"{m}@{h}m" for h in sorted(frame["horizon"].unique()) for m in metrics if f"{m}@{h}m" in table
+    ]
     return table[ordered].round(4).to_markdown()
 
 

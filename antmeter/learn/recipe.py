@@ -78,21 +78,42 @@ class CandidateResult:
 def dataset_fingerprint(samples: SampleSet) -> str:
     """A stable hash of what the models see: features, targets, times and the sample spec."""
     digest = hashlib.sha256()
-    for array in (samples.X, samples.end_index, samples.y_class, samples.y_reg, samples.sample_time.view("int64"),
-                  samples.symbol_id):
+    for array in (
+        samples.X,
+        samples.end_index,
+        samples.y_class,
+        samples.y_reg,
+        samples.sample_time.view("int64"),
+        samples.symbol_id,
+    ):
         digest.update(np.ascontiguousarray(array).tobytes())
-    digest.update(json.dumps([samples.spec.__dict__, list(samples.schema.names), list(samples.symbols)],
-                             sort_keys=True, default=str).encode())
+    digest.update(
+        json.dumps(
+            [samples.spec.__dict__, list(samples.schema.names), list(samples.symbols)],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     return digest.hexdigest()[:16]
 
 
 def split(samples: SampleSet, config: RecipeConfig) -> tuple[list[Fold], Fold]:
     """Walk-forward folds inside the pre-holdout part, and the holdout split itself."""
     window, max_h = samples.spec.window, samples.spec.max_horizon
-    holdout = holdout_split(samples.sample_time, fraction=config.holdout_fraction, window_minutes=window,
-                            max_horizon_minutes=max_h, embargo_minutes=config.embargo_minutes)
-    inner = walk_forward_folds(samples.sample_time[holdout.train], n_folds=config.n_folds, window_minutes=window,
-                               max_horizon_minutes=max_h, embargo_minutes=config.embargo_minutes)
+    holdout = holdout_split(
+        samples.sample_time,
+        fraction=config.holdout_fraction,
+        window_minutes=window,
+        max_horizon_minutes=max_h,
+        embargo_minutes=config.embargo_minutes,
+    )
+    inner = walk_forward_folds(
+        samples.sample_time[holdout.train],
+        n_folds=config.n_folds,
+        window_minutes=window,
+        max_horizon_minutes=max_h,
+        embargo_minutes=config.embargo_minutes,
+    )
     folds = [Fold(holdout.train[f.train], holdout.train[f.validation]) for f in inner]
     return folds, holdout
 
@@ -104,25 +125,41 @@ def _training_options(config: RecipeConfig) -> dict[str, Any]:
     return {"params": preset["model"], "loss": preset["loss"], **preset["training"]}
 
 
-def _fit_fold(samples: SampleSet, fold: Fold, config: RecipeConfig, seed: int, checkpoint_dir: Path,
-              progress: Progress):
+def _fit_fold(
+    samples: SampleSet, fold: Fold, config: RecipeConfig, seed: int, checkpoint_dir: Path, progress: Progress
+):
     from antmeter.learn.lightning_loop import train_model
 
     scaler = samples.fit_scaler(fold.train)
     scaled = samples.scaled(scaler)
     result = train_model(
-        config.model_type, scaled.view(fold.train), scaled.view(fold.validation),
-        n_features=len(samples.schema), window=samples.spec.window, horizons=samples.spec.horizons,
-        n_classes=samples.spec.n_classes, seed=seed, checkpoint_dir=checkpoint_dir,
-        on_epoch_end=lambda row: progress(f"  epoch {int(row.get('epoch', 0))}: "
-                                          + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")),
+        config.model_type,
+        scaled.view(fold.train),
+        scaled.view(fold.validation),
+        n_features=len(samples.schema),
+        window=samples.spec.window,
+        horizons=samples.spec.horizons,
+        n_classes=samples.spec.n_classes,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        on_epoch_end=lambda row: progress(
+            f"  epoch {int(row.get('epoch', 0))}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
+        ),
         **_training_options(config),
     )
     return result, scaler, scaled
 
 
-def _evaluate(name_model: str, result, scaled: SampleSet, train_idx: np.ndarray, eval_idx: np.ndarray,
-              config: RecipeConfig, include_model: bool = True) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _evaluate(
+    name_model: str,
+    result,
+    scaled: SampleSet,
+    train_idx: np.ndarray,
+    eval_idx: np.ndarray,
+    config: RecipeConfig,
+    include_model: bool = True,
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     from threadpoolctl import threadpool_limits
 
     from antmeter.learn.lightning_loop import predict
@@ -132,17 +169,28 @@ def _evaluate(name_model: str, result, scaled: SampleSet, train_idx: np.ndarray,
     proba = reg = None
     if include_model:
         proba, reg = predict(result.model, view, target_scaler=result.target_scaler)
-        frames.append(evaluate_predictions(name_model, view.y_class, view.y_reg, proba, reg, scaled.spec.horizons))
+        frames.append(
+            evaluate_predictions(name_model, view.y_class, view.y_reg, proba, reg, scaled.spec.horizons)
+        )
     with threadpool_limits(1):
         baselines = fit_all_baselines(scaled.view(train_idx), return_feature=config.persistence_feature)
         for name, baseline in baselines.items():
             b_proba, b_reg = baseline.predict(view)
-            frames.append(evaluate_predictions(name, view.y_class, view.y_reg, b_proba, b_reg, scaled.spec.horizons))
+            frames.append(
+                evaluate_predictions(name, view.y_class, view.y_reg, b_proba, b_reg, scaled.spec.horizons)
+            )
     return pd.concat(frames, ignore_index=True), proba, reg
 
 
-def train_candidate(samples: SampleSet, config: RecipeConfig, work_dir: Path, *, progress: Progress = print,
-                    base_bundle: Path | None = None, extra_serving: dict[str, Any] | None = None) -> CandidateResult:
+def train_candidate(
+    samples: SampleSet,
+    config: RecipeConfig,
+    work_dir: Path,
+    *,
+    progress: Progress = print,
+    base_bundle: Path | None = None,
+    extra_serving: dict[str, Any] | None = None,
+) -> CandidateResult:
     """Train (``base_bundle`` None) or fine-tune (``base_bundle`` = the champion's bundle) a candidate.
 
     Returns fold and holdout metrics next to the baselines on the same rows, and a bundle directory
@@ -155,42 +203,67 @@ def train_candidate(samples: SampleSet, config: RecipeConfig, work_dir: Path, *,
         mode = "full"
         for seed in config.seeds:
             for k, fold in enumerate(folds):
-                progress(f"{config.model_type} seed {seed} fold {k + 1}/{len(folds)}: "
-                         f"{len(fold.train)} train / {len(fold.validation)} validation samples")
-                result, scaler, scaled = _fit_fold(samples, fold, config, seed, work_dir / f"ckpt-seed{seed}-fold{k}",
-                                                   progress)
-                metrics, _, _ = _evaluate(config.model_type, result, scaled, fold.train, fold.validation, config)
+                progress(
+                    f"{config.model_type} seed {seed} fold {k + 1}/{len(folds)}: "
+                    f"{len(fold.train)} train / {len(fold.validation)} validation samples"
+                )
+                result, scaler, scaled = _fit_fold(
+                    samples, fold, config, seed, work_dir / f"ckpt-seed{seed}-fold{k}", progress
+                )
+                metrics, _, _ = _evaluate(
+                    config.model_type, result, scaled, fold.train, fold.validation, config
+                )
                 fold_frames.append(metrics.assign(fold=k, seed=seed))
                 history.extend({**row, "fold": k, "seed": seed} for row in result.history)
         final, final_scaler, final_scaled = result, scaler, scaled  # the last fold of the last seed
         final_train = folds[-1].train
     else:
         mode = "incremental"
-        final, final_scaler, final_scaled, final_train = _fine_tune(samples, holdout, base_bundle, config, work_dir,
-                                                                    progress)
+        final, final_scaler, final_scaled, final_train = _fine_tune(
+            samples, holdout, base_bundle, config, work_dir, progress
+        )
         history.extend({**row, "fold": -1, "seed": config.seeds[0]} for row in final.history)
-    holdout_metrics, proba, reg = _evaluate(config.model_type, final, final_scaled, final_train, holdout.validation,
-                                            config)
+    holdout_metrics, proba, reg = _evaluate(
+        config.model_type, final, final_scaled, final_train, holdout.validation, config
+    )
     bundle = work_dir / "bundle"
     trained_until = pd.Timestamp(samples.sample_time[final_train].max(), tz="UTC")
-    class_rates = {str(h): np.bincount(samples.y_class[final_train, i], minlength=samples.spec.n_classes)
-                   .astype(float).tolist() for i, h in enumerate(samples.spec.horizons)}
+    class_rates = {
+        str(h): np.bincount(samples.y_class[final_train, i], minlength=samples.spec.n_classes)
+        .astype(float)
+        .tolist()
+        for i, h in enumerate(samples.spec.horizons)
+    }
     class_rates = {h: [c / sum(v) for c in v] for h, v in class_rates.items()}
     serving_extra = {"trained_until": str(trained_until), "class_rates": class_rates, **(extra_serving or {})}
-    parity, problems = _export_bundle(final, final_scaler, final_scaled, holdout.validation, bundle, samples, config,
-                                      serving_extra)
+    parity, problems = _export_bundle(
+        final, final_scaler, final_scaled, holdout.validation, bundle, samples, config, serving_extra
+    )
     plots = _plots(final_scaled, holdout.validation, proba, reg, config, work_dir / "plots")
     progress(f"{config.model_type} {mode}: done in {time.monotonic() - started:.1f}s")
     return CandidateResult(
-        bundle_dir=bundle, fold_metrics=pd.concat(fold_frames, ignore_index=True) if fold_frames else pd.DataFrame(),
-        holdout_metrics=holdout_metrics, history=history, parity=parity, parity_problems=problems,
-        holdout_indices=holdout.validation, trained_until=trained_until, plots=plots,
-        seconds=time.monotonic() - started, mode=mode,
+        bundle_dir=bundle,
+        fold_metrics=pd.concat(fold_frames, ignore_index=True) if fold_frames else pd.DataFrame(),
+        holdout_metrics=holdout_metrics,
+        history=history,
+        parity=parity,
+        parity_problems=problems,
+        holdout_indices=holdout.validation,
+        trained_until=trained_until,
+        plots=plots,
+        seconds=time.monotonic() - started,
+        mode=mode,
     )
 
 
-def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: RecipeConfig, work_dir: Path,
-               progress: Progress):
+def _fine_tune(
+    samples: SampleSet,
+    holdout: Fold,
+    base_bundle: Path,
+    config: RecipeConfig,
+    work_dir: Path,
+    progress: Progress,
+):
     """Fine-tune the champion on the most recent pre-holdout data, keeping its feature scaler (batches of
     the preset's size; epochs and the constant learning rate are the fine-tune's own)."""
     from antmeter.learn.lightning_loop import fine_tune, load_target_scaler, load_weights
@@ -200,20 +273,42 @@ def _fine_tune(samples: SampleSet, holdout: Fold, base_bundle: Path, config: Rec
     scaled = samples.scaled(scaler)
     times = samples.sample_time[holdout.train]
     recent = holdout.train[times >= times.max() - np.timedelta64(int(config.fine_tune_days * 1440), "m")]
-    folds = walk_forward_folds(samples.sample_time[recent], n_folds=1, window_minutes=samples.spec.window,
-                               max_horizon_minutes=samples.spec.max_horizon, embargo_minutes=config.embargo_minutes)
+    folds = walk_forward_folds(
+        samples.sample_time[recent],
+        n_folds=1,
+        window_minutes=samples.spec.window,
+        max_horizon_minutes=samples.spec.max_horizon,
+        embargo_minutes=config.embargo_minutes,
+    )
     train_idx, val_idx = recent[folds[0].train], recent[folds[0].validation]
-    progress(f"{config.model_type} fine-tune: {len(train_idx)} recent train / {len(val_idx)} validation samples, "
-             f"{config.fine_tune_epochs} epochs at lr {config.fine_tune_lr}")
-    result = fine_tune(load_weights(base_bundle), scaled.view(train_idx), scaled.view(val_idx),
-                       epochs=config.fine_tune_epochs, lr=config.fine_tune_lr,
-                       target_scaler=load_target_scaler(base_bundle), seed=config.seeds[0],
-                       batch_size=_training_options(config)["batch_size"], checkpoint_dir=work_dir / "ckpt-finetune")
+    progress(
+        f"{config.model_type} fine-tune: {len(train_idx)} recent train / {len(val_idx)} validation samples, "
+        f"{config.fine_tune_epochs} epochs at lr {config.fine_tune_lr}"
+    )
+    result = fine_tune(
+        load_weights(base_bundle),
+        scaled.view(train_idx),
+        scaled.view(val_idx),
+        epochs=config.fine_tune_epochs,
+        lr=config.fine_tune_lr,
+        target_scaler=load_target_scaler(base_bundle),
+        seed=config.seeds[0],
+        batch_size=_training_options(config)["batch_size"],
+        checkpoint_dir=work_dir / "ckpt-finetune",
+    )
     return result, scaler, scaled, train_idx
 
 
-def _export_bundle(result, scaler: FeatureScaler, scaled: SampleSet, holdout_idx: np.ndarray, bundle: Path,
-                   samples: SampleSet, config: RecipeConfig, extra: dict[str, Any]) -> tuple[dict, list[str]]:
+def _export_bundle(
+    result,
+    scaler: FeatureScaler,
+    scaled: SampleSet,
+    holdout_idx: np.ndarray,
+    bundle: Path,
+    samples: SampleSet,
+    config: RecipeConfig,
+    extra: dict[str, Any],
+) -> tuple[dict, list[str]]:
     from antmeter.learn.lightning_loop import save_weights
     from antmeter.learn.onnx import check_parity, export_onnx, parity_report, quantize_int8
 
@@ -223,31 +318,48 @@ def _export_bundle(result, scaler: FeatureScaler, scaled: SampleSet, holdout_idx
     export_onnx(result.model, len(samples.schema), samples.spec.window, bundle / ONNX_FP32)
     quantize_int8(bundle / ONNX_FP32, bundle / ONNX_INT8)
     windows, y_class, _, _ = scaled.view(holdout_idx).batch()
-    report = parity_report(result.model, bundle / ONNX_FP32, bundle / ONNX_INT8, windows, samples.spec.task,
-                           y_class=y_class)
+    report = parity_report(
+        result.model, bundle / ONNX_FP32, bundle / ONNX_INT8, windows, samples.spec.task, y_class=y_class
+    )
     serving = {
-        "model_type": config.model_type, "window": samples.spec.window, "horizons": list(samples.spec.horizons),
-        "task": samples.spec.task, "n_classes": samples.spec.n_classes, "symbols": list(samples.symbols),
-        "target_scaler": result.target_scaler.to_dict(), "recipe": config.to_dict(),
-        "dataset_fingerprint": dataset_fingerprint(samples), **extra,
+        "model_type": config.model_type,
+        "window": samples.spec.window,
+        "horizons": list(samples.spec.horizons),
+        "task": samples.spec.task,
+        "n_classes": samples.spec.n_classes,
+        "symbols": list(samples.symbols),
+        "target_scaler": result.target_scaler.to_dict(),
+        "recipe": config.to_dict(),
+        "dataset_fingerprint": dataset_fingerprint(samples),
+        **extra,
     }
     (bundle / SERVING_FILE).write_text(json.dumps(serving, indent=2, default=str))
     (bundle / "parity.json").write_text(json.dumps(report, indent=2, default=str))
     return report, check_parity(report)
 
 
-def _plots(scaled: SampleSet, idx: np.ndarray, proba: np.ndarray, reg: np.ndarray, config: RecipeConfig,
-           directory: Path) -> dict[str, Path]:
+def _plots(
+    scaled: SampleSet,
+    idx: np.ndarray,
+    proba: np.ndarray,
+    reg: np.ndarray,
+    config: RecipeConfig,
+    directory: Path,
+) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     h = list(scaled.spec.horizons).index(config.primary_horizon)
     view = scaled.view(idx)
     title = f"{config.model_type} holdout, {config.primary_horizon}m"
     return {
-        "confusion_matrix": plots.plot_confusion(view.y_class[:, h], proba[:, h], directory / "confusion_matrix.png",
-                                                   title),
-        "calibration": plots.plot_calibration(view.y_class[:, h], proba[:, h], directory / "calibration.png", title),
+        "confusion_matrix": plots.plot_confusion(
+            view.y_class[:, h], proba[:, h], directory / "confusion_matrix.png", title
+        ),
+        "calibration": plots.plot_calibration(
+            view.y_class[:, h], proba[:, h], directory / "calibration.png", title
+        ),
         "predictions_vs_outcomes": plots.plot_predictions_vs_outcomes(
-            reg[:, h], view.y_reg[:, h], directory / "predictions_vs_outcomes.png", title),
+            reg[:, h], view.y_reg[:, h], directory / "predictions_vs_outcomes.png", title
+        ),
     }
 
 

@@ -10,8 +10,9 @@ from antmeter.learn.bundle import ServingModel
 ONE_MINUTE = pd.Timedelta(minutes=1)
 
 
-def inference_windows(features: pd.DataFrame, columns: list[str], window: int,
-                      after: pd.Timestamp | None) -> tuple[pd.DatetimeIndex, np.ndarray]:
+def inference_windows(
+    features: pd.DataFrame, columns: list[str], window: int, after: pd.Timestamp | None
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
     """Prediction times ``t > after`` whose ``window`` rows end at ``t``, are consecutive minutes and
     finite, and the (unscaled) windows ``[N, window, F]`` for them."""
     missing = [c for c in columns if c not in features.columns]
@@ -27,7 +28,9 @@ def inference_windows(features: pd.DataFrame, columns: list[str], window: int,
     breaks = np.r_[0, np.cumsum(np.r_[True, np.diff(ns) != ONE_MINUTE.value])]  # breaks[i] = breaks before i
     ends = np.arange(window - 1, len(frame))
     # valid: no bad row in [e-W+1, e] and no time break between consecutive rows of the window
-    ok = (bad_rows[ends + 1] - bad_rows[ends + 1 - window] == 0) & (breaks[ends + 1] - breaks[ends + 2 - window] == 0)
+    ok = (bad_rows[ends + 1] - bad_rows[ends + 1 - window] == 0) & (
+        breaks[ends + 1] - breaks[ends + 2 - window] == 0
+    )
     if after is not None:
         ok &= ns[ends] > after.value
     ends = ends[ok]
@@ -35,8 +38,15 @@ def inference_windows(features: pd.DataFrame, columns: list[str], window: int,
     return times[ends], np.ascontiguousarray(view[ends - window + 1])
 
 
-def predict_symbol(model: ServingModel, features: pd.DataFrame, symbol: str, model_name: str, model_version: str,
-                   after: pd.Timestamp | None, created_at: pd.Timestamp) -> pd.DataFrame:
+def predict_symbol(
+    model: ServingModel,
+    features: pd.DataFrame,
+    symbol: str,
+    model_name: str,
+    model_version: str,
+    after: pd.Timestamp | None,
+    created_at: pd.Timestamp,
+) -> pd.DataFrame:
     """Prediction rows (the store's ``predictions`` table) for every new window of one symbol."""
     names = list(model.schema.names)
     times, windows = inference_windows(features, names, model.window, after)
@@ -47,18 +57,22 @@ def predict_symbol(model: ServingModel, features: pd.DataFrame, symbol: str, mod
     binary = proba.shape[-1] == 2
     for h_index, horizon in enumerate(model.horizons):
         p = proba[:, h_index]
-        frames.append(pd.DataFrame({
-            "symbol": symbol,
-            "prediction_time": times,
-            "horizon_min": horizon,
-            "model_name": model_name,
-            "model_version": str(model_version),
-            "prob_down": p[:, 0],
-            "prob_flat": np.nan if binary else p[:, 1],
-            "prob_up": p[:, -1],
-            "predicted_class": p.argmax(axis=1).astype("int64"),
-            "confidence": p.max(axis=1),
-            "predicted_return": regression[:, h_index].astype("float64"),
-            "created_at": created_at,
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": symbol,
+                    "prediction_time": times,
+                    "horizon_min": horizon,
+                    "model_name": model_name,
+                    "model_version": str(model_version),
+                    "prob_down": p[:, 0],
+                    "prob_flat": np.nan if binary else p[:, 1],
+                    "prob_up": p[:, -1],
+                    "predicted_class": p.argmax(axis=1).astype("int64"),
+                    "confidence": p.max(axis=1),
+                    "predicted_return": regression[:, h_index].astype("float64"),
+                    "created_at": created_at,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)

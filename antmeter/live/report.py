@@ -37,9 +37,14 @@ class VerificationReport:
     plot: Path | None
 
 
-def build_report(store, settings: ReportSettings, now: pd.Timestamp, champions: dict[str, dict[str, Any]],
-                 current_features: pd.DataFrame | None = None, reference_features: pd.DataFrame | None = None
-                 ) -> VerificationReport:
+def build_report(
+    store,
+    settings: ReportSettings,
+    now: pd.Timestamp,
+    champions: dict[str, dict[str, Any]],
+    current_features: pd.DataFrame | None = None,
+    reference_features: pd.DataFrame | None = None,
+) -> VerificationReport:
     """Verify predictions made in the lookback window and report on them.
 
     ``champions`` maps a registered model name to its serving config (``class_rates`` per horizon).
@@ -47,7 +52,9 @@ def build_report(store, settings: ReportSettings, now: pd.Timestamp, champions: 
     start = now - settings.lookback
     preds = store.read_frame("predictions", time_range=(start, None))
     symbols = sorted(preds["symbol"].unique()) if len(preds) else []
-    candles = {s: store.read_candles(s, settings.interval, start - pd.Timedelta(hours=1), None) for s in symbols}
+    candles = {
+        s: store.read_candles(s, settings.interval, start - pd.Timedelta(hours=1), None) for s in symbols
+    }
     verified_rows = 0
     if len(preds):
         rows = verification.verify_predictions(preds, candles, now, task=settings.task)
@@ -65,7 +72,8 @@ def build_report(store, settings: ReportSettings, now: pd.Timestamp, champions: 
         table = verification.rolling_report(joined, settings.rolling_window, task=settings.task, every=60)
         plot = verification.plot_rolling_accuracy(
             table[table["horizon_min"] == settings.primary_horizon],
-            settings.data_dir / "reports" / "rolling_accuracy.png")
+            settings.data_dir / "reports" / "rolling_accuracy.png",
+        )
         primary = joined[joined["horizon_min"] == settings.primary_horizon]
         for (name, version, symbol), group in primary.groupby(["model_name", "model_version", "symbol"]):
             summary, _ = trading.long_flat_short_pnl(group, fee_bps=settings.fee_bps)
@@ -76,8 +84,9 @@ def build_report(store, settings: ReportSettings, now: pd.Timestamp, champions: 
     drift_frame = pd.DataFrame()
     if current_features is not None and reference_features is not None and len(current_features):
         columns = [c for c in settings.feature_columns if c in current_features.columns]
-        drift_frame = drift.feature_drift(reference_features, current_features,
-                                          drift.psi_eligible(columns) if columns else None)
+        drift_frame = drift.feature_drift(
+            reference_features, current_features, drift.psi_eligible(columns) if columns else None
+        )
         worst = drift.max_psi(drift_frame)
         for entry in stats.values():
             entry["max_psi"] = worst
@@ -89,8 +98,12 @@ def _class_rates(champions: dict[str, dict[str, Any]], joined: pd.DataFrame) -> 
     for config in champions.values():
         rates = config.get("class_rates") or {}
         if rates:
-            return {(s, int(h)): rates[str(h)] for s in joined["symbol"].unique() for h in joined["horizon_min"].unique()
-                    if str(h) in rates}
+            return {
+                (s, int(h)): rates[str(h)]
+                for s in joined["symbol"].unique()
+                for h in joined["horizon_min"].unique()
+                if str(h) in rates
+            }
     return {}
 
 
@@ -110,4 +123,6 @@ def pnl_markdown(pnl: dict[str, Any]) -> str:
 
 
 def to_jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=lambda v: None if isinstance(v, float) and np.isnan(v) else str(v)))
+    return json.loads(
+        json.dumps(value, default=lambda v: None if isinstance(v, float) and np.isnan(v) else str(v))
+    )

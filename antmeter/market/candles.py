@@ -37,7 +37,9 @@ def interval_timedelta(interval: str) -> pd.Timedelta:
     try:
         return _INTERVALS[interval]
     except KeyError:
-        raise ValueError(f"unsupported candle interval {interval!r}; expected one of {sorted(_INTERVALS)}") from None
+        raise ValueError(
+            f"unsupported candle interval {interval!r}; expected one of {sorted(_INTERVALS)}"
+        ) from None
 
 
 def empty_candles() -> pd.DataFrame:
@@ -59,14 +61,18 @@ def validate_candles(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     out = frame[CANDLE_COLUMNS].copy()
     times = out["open_time"]
     if not isinstance(times.dtype, pd.DatetimeTZDtype):
-        raise CandleValidationError(source, "-", "open_time", f"must be timezone-aware UTC, got {times.dtype}")
+        raise CandleValidationError(
+            source, "-", "open_time", f"must be timezone-aware UTC, got {times.dtype}"
+        )
     out["open_time"] = times.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
     for col in [*PRICE_COLUMNS, "volume"]:
         values = pd.to_numeric(out[col], errors="coerce").astype("float64")
         bad = ~np.isfinite(values.to_numpy())
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise CandleValidationError(source, _row_label(out, i), col, f"not a finite number: {frame[col].iloc[i]!r}")
+            raise CandleValidationError(
+                source, _row_label(out, i), col, f"not a finite number: {frame[col].iloc[i]!r}"
+            )
         out[col] = values
     checks = [
         ("volume", out["volume"] < 0, "negative volume"),

@@ -24,7 +24,9 @@ def duplicate_open_times(candles: pd.DataFrame) -> QualityResult:
     return QualityResult(dups.empty, f"{dups.nunique()} duplicated open times", {"examples": _times(dups)})
 
 
-def gaps(candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, interval: str = "1m") -> QualityResult:
+def gaps(
+    candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, interval: str = "1m"
+) -> QualityResult:
     """Missing candles in ``[start, end)``: count and where (as runs of missing minutes)."""
     step = interval_timedelta(interval)
     expected = pd.date_range(start, end - step, freq=step, tz="UTC") if end > start else pd.DatetimeIndex([])
@@ -41,19 +43,25 @@ def ohlc_violations(candles: pd.DataFrame) -> QualityResult:
     lo = candles[["open", "close"]].min(axis=1)
     hi = candles[["open", "close"]].max(axis=1)
     bad = candles.loc[(candles["low"] > lo) | (candles["high"] < hi) | (candles["low"] > candles["high"])]
-    return QualityResult(bad.empty, f"{len(bad)} candles with inconsistent OHLC", {"examples": _times(bad["open_time"])})
+    return QualityResult(
+        bad.empty, f"{len(bad)} candles with inconsistent OHLC", {"examples": _times(bad["open_time"])}
+    )
 
 
 def negative_volume(candles: pd.DataFrame) -> QualityResult:
     bad = candles.loc[candles["volume"] < 0]
-    return QualityResult(bad.empty, f"{len(bad)} candles with negative volume", {"examples": _times(bad["open_time"])})
+    return QualityResult(
+        bad.empty, f"{len(bad)} candles with negative volume", {"examples": _times(bad["open_time"])}
+    )
 
 
 def missing_values(candles: pd.DataFrame) -> QualityResult:
     values = candles[["open", "high", "low", "close", "volume"]].to_numpy(dtype="float64")
     bad = ~np.isfinite(values).all(axis=1)
     return QualityResult(
-        not bad.any(), f"{int(bad.sum())} candles with NaN/inf", {"examples": _times(candles.loc[bad, "open_time"])}
+        not bad.any(),
+        f"{int(bad.sum())} candles with NaN/inf",
+        {"examples": _times(candles.loc[bad, "open_time"])},
     )
 
 

@@ -12,8 +12,15 @@ from typing import Any
 
 import numpy as np
 
-LOWER_IS_BETTER = {"log_loss": True, "brier": True, "ece": True, "accuracy": False, "balanced_accuracy": False,
-                   "f1_macro": False, "mcc": False}
+LOWER_IS_BETTER = {
+    "log_loss": True,
+    "brier": True,
+    "ece": True,
+    "accuracy": False,
+    "balanced_accuracy": False,
+    "f1_macro": False,
+    "mcc": False,
+}
 NAIVE_BASELINES = ("majority", "persistence")
 
 
@@ -27,7 +34,9 @@ class GateConfig:
 
     def __post_init__(self) -> None:
         if self.metric not in LOWER_IS_BETTER:
-            raise ValueError(f"promotion metric {self.metric!r} unknown; choose one of {sorted(LOWER_IS_BETTER)}")
+            raise ValueError(
+                f"promotion metric {self.metric!r} unknown; choose one of {sorted(LOWER_IS_BETTER)}"
+            )
         if self.margin < 0:
             raise ValueError(f"promotion margin must be >= 0, got {self.margin}")
 
@@ -50,7 +59,10 @@ class GateDecision:
 
 
 def sanity_problems(
-    proba: np.ndarray, regression: np.ndarray, expected_features: Sequence[str], actual_features: Sequence[str]
+    proba: np.ndarray,
+    regression: np.ndarray,
+    expected_features: Sequence[str],
+    actual_features: Sequence[str],
 ) -> list[str]:
     """Problems that disqualify a candidate whatever its score: non-finite outputs, a constant
     predictor, probabilities that do not sum to one, or a feature schema that does not match."""
@@ -92,7 +104,11 @@ def decide_promotion(
         missing = [b for b in NAIVE_BASELINES if b not in baseline_scores]
         if missing:
             raise ValueError(f"first champion needs naive baseline scores; missing {missing}")
-        losses = [b for b in NAIVE_BASELINES if config.improvement(candidate_score, baseline_scores[b]) < config.margin]
+        losses = [
+            b
+            for b in NAIVE_BASELINES
+            if config.improvement(candidate_score, baseline_scores[b]) < config.margin
+        ]
         wins = not losses
         reasons.append(
             f"no champion yet: {metric} {candidate_score:.5f} "
@@ -145,7 +161,9 @@ def holdout_baseline_scores(
     return {
         str(row["model"]): float(row["value"])
         for row in holdout_metrics
-        if row["metric"] == config.metric and int(row["horizon"]) == config.horizon and row["model"] != model_name
+        if row["metric"] == config.metric
+        and int(row["horizon"]) == config.horizon
+        and row["model"] != model_name
     }
 
 

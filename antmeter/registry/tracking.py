@@ -22,8 +22,13 @@ def git_commit() -> str:
     if os.environ.get("ANTMETER_GIT_COMMIT"):
         return os.environ["ANTMETER_GIT_COMMIT"]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -37,8 +42,14 @@ def _metric_key(*parts: object) -> str:
     return ".".join(str(p) for p in parts).replace("@", "_")
 
 
-def log_candidate(client, registered_name: str, result: CandidateResult, config: dict[str, Any],
-                  dataset: dict[str, Any], tags: dict[str, str] | None = None) -> tuple[str, str]:
+def log_candidate(
+    client,
+    registered_name: str,
+    result: CandidateResult,
+    config: dict[str, Any],
+    dataset: dict[str, Any],
+    tags: dict[str, str] | None = None,
+) -> tuple[str, str]:
     """Log one candidate to MLflow and register its bundle; returns (run id, model version)."""
     import mlflow
 
@@ -55,16 +66,37 @@ def log_candidate(client, registered_name: str, result: CandidateResult, config:
         mlflow.log_dict(dataset, "dataset.json")
         for step, row in enumerate(result.history):
             prefix = f"fold{int(row.get('fold', 0))}"
-            mlflow.log_metrics({f"{prefix}.{k}": float(v) for k, v in row.items()
-                                if k not in ("fold", "seed", "epoch") and pd.notna(v)}, step=step)
+            mlflow.log_metrics(
+                {
+                    f"{prefix}.{k}": float(v)
+                    for k, v in row.items()
+                    if k not in ("fold", "seed", "epoch") and pd.notna(v)
+                },
+                step=step,
+            )
         if not result.fold_metrics.empty:
             summary = summarize_folds(result.fold_metrics)
-            mlflow.log_metrics({_metric_key("cv", r.model, f"{r.metric}_{r.horizon}m"): float(r["mean"])
-                                for _, r in summary.iterrows() if pd.notna(r["mean"])})
-        mlflow.log_metrics({_metric_key("holdout", r.model, f"{r.metric}_{r.horizon}m"): float(r.value)
-                            for r in result.holdout_metrics.itertuples() if pd.notna(r.value)})
-        mlflow.log_metrics({f"parity.{k}": float(v) for k, v in result.parity.items()
-                            if isinstance(v, int | float) and not isinstance(v, bool)})
+            mlflow.log_metrics(
+                {
+                    _metric_key("cv", r.model, f"{r.metric}_{r.horizon}m"): float(r["mean"])
+                    for _, r in summary.iterrows()
+                    if pd.notna(r["mean"])
+                }
+            )
+        mlflow.log_metrics(
+            {
+                _metric_key("holdout", r.model, f"{r.metric}_{r.horizon}m"): float(r.value)
+                for r in result.holdout_metrics.itertuples()
+                if pd.notna(r.value)
+            }
+        )
+        mlflow.log_metrics(
+            {
+                f"parity.{k}": float(v)
+                for k, v in result.parity.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             tables = Path(tmp)
             result.holdout_metrics.to_csv(tables / "holdout_metrics.csv", index=False)
@@ -74,8 +106,13 @@ def log_candidate(client, registered_name: str, result: CandidateResult, config:
             mlflow.log_artifacts(str(tables), "reports")
         for path in result.plots.values():
             mlflow.log_artifact(str(path), "plots")
-        version = versions.register_bundle(client, registered_name, run.info.run_id, result.bundle_dir,
-                                           tags={k: str(v) for k, v in lineage.items()})
+        version = versions.register_bundle(
+            client,
+            registered_name,
+            run.info.run_id,
+            result.bundle_dir,
+            tags={k: str(v) for k, v in lineage.items()},
+        )
     return run.info.run_id, str(version.version)
 
 
@@ -83,9 +120,17 @@ def classification_report(result: CandidateResult) -> str:
     """Markdown: holdout metrics of the model next to every baseline, and parity."""
     from antmeter.learn.plots import metrics_markdown
 
-    parts = ["# Holdout (newest block, never used for training or early stopping)",
-             metrics_markdown(result.holdout_metrics), "", "# ONNX parity", json.dumps(result.parity, indent=2,
-                                                                                       default=str)]
+    parts = [
+        "# Holdout (newest block, never used for training or early stopping)",
+        metrics_markdown(result.holdout_metrics),
+        "",
+        "# ONNX parity",
+        json.dumps(result.parity, indent=2, default=str),
+    ]
     if not result.fold_metrics.empty:
-        parts[2:2] = ["", "# Walk-forward validation (mean over folds)", metrics_markdown(result.fold_metrics)]
+        parts[2:2] = [
+            "",
+            "# Walk-forward validation (mean over folds)",
+            metrics_markdown(result.fold_metrics),
+        ]
     return "\n".join(parts)

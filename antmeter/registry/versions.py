@@ -18,7 +18,9 @@ def register_bundle(client, name: str, run_id: str, bundle_dir: Path, tags: dict
 
     client.log_artifacts(run_id, str(bundle_dir), artifact_path="model")
     try:
-        client.create_registered_model(name, description=f"Antmeter {name}: weights, config, ONNX fp32 + INT8")
+        client.create_registered_model(
+            name, description=f"Antmeter {name}: weights, config, ONNX fp32 + INT8"
+        )
     except MlflowException as exc:
         if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code) and "already exists" not in str(exc):
             raise

@@ -25,7 +25,9 @@ def topology_options() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory, topology_options) -> Iterator[Topology]:
     """Fresh databases, DAGSTER_HOME, code server, daemon and webserver for this module."""
-    with running_topology(tmp_path_factory.mktemp("topology"), admin_url=PG_ADMIN_URL, **topology_options) as running:
+    with running_topology(
+        tmp_path_factory.mktemp("topology"), admin_url=PG_ADMIN_URL, **topology_options
+    ) as running:
         yield running
 
 

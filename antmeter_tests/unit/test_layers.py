@@ -38,5 +38,7 @@ def test_benchmarks_import_nothing_from_the_tests():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
-            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] == "antmeter_tests"]
+            offenders += [
+                f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] == "antmeter_tests"
+            ]
     assert not offenders, offenders

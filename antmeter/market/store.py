@@ -763,13 +763,19 @@ class MarketStore:
             return 0
         ordered = [columns[c.name] for c in table.columns]
         if self.dialect == "sqlite":
-            rows = list(zip(*(c.python_list() for c in ordered), strict=True))
+            # Row tuples are made one at a time as the driver binds them (no list of a million tuples for
+            # the garbage collector to scan over and over).
+            rows = zip(*(c.python_list() for c in ordered), strict=True)
             with self._writer.begin() as conn:
                 # BEGIN IMMEDIATE holds the write lock, so no other writer can add a key until commit:
                 # with no stored row in the frame's key box every row is new and a plain INSERT suffices.
                 key_box = _key_box(table, table, columns)
                 fresh = not conn.execute(sa.select(sa.exists().where(*key_box))).scalar()
-                conn.exec_driver_sql(_sqlite_write_sql(table, self.engine.dialect, fresh), rows)
+                cursor = conn.connection.dbapi_connection.cursor()
+                try:
+                    cursor.executemany(_sqlite_write_sql(table, self.engine.dialect, fresh), rows)
+                finally:
+                    cursor.close()
         else:
             with self._writer.begin() as conn:
                 self._pg_copy_upsert(conn, table, columns)

@@ -294,6 +294,8 @@ class _Values:
     def python_list(self) -> list:
         """Plain Python values for the SQLite driver (None for NULL)."""
         if self.kind is _Kind.TEXT:
+            if len(self.texts) == 1 and not self.null.any():
+                return [self.texts[0]] * len(self.values)  # one value (a symbol, a source)
             return np.append(self.texts, None)[self.values].tolist()  # code -1 picks the appended None
         values = self.values.astype(np.int8) if self.kind is _Kind.BOOL else self.values
         if not self.null.any():

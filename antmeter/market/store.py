@@ -771,8 +771,7 @@ class MarketStore:
             with self._writer.begin() as conn:
                 # BEGIN IMMEDIATE holds the write lock, so no other writer can add a key until commit:
                 # with no stored row in the frame's key box every row is new and a plain INSERT suffices.
-                key_box = _key_box(table, table, columns)
-                fresh = not conn.execute(sa.select(sa.exists().where(*key_box))).scalar()
+                fresh = not _any_stored_in_key_box(conn, table, columns)
                 cursor = conn.connection.dbapi_connection.cursor()
                 try:
                     cursor.executemany(_sqlite_write_sql(table, self.engine.dialect, fresh), rows)
@@ -809,7 +808,7 @@ class MarketStore:
                 copy = f"COPY {quote(name)} ({column_list}) FROM STDIN WITH (FORMAT binary)"
                 cursor.copy_expert(copy, io.BytesIO(payload))
 
-        if not conn.execute(sa.select(sa.exists().where(*_key_box(table, table, columns)))).scalar():
+        if not _any_stored_in_key_box(conn, table, columns):
             with contextlib.suppress(UniqueViolation):
                 with conn.begin_nested():
                     copy_into(table.name)
@@ -854,6 +853,12 @@ class MarketStore:
             if getattr(error.orig, "pgcode", None) != _PG_UNIQUE_VIOLATION:
                 raise
             conn.execute(merge_all)
+
+
+def _any_stored_in_key_box(conn: sa.Connection, table: sa.Table, columns: dict[str, _Values]) -> bool:
+    """Whether ``table`` holds a row in the key box of the frame ``columns`` (see :func:`_key_box`)."""
+    stored = sa.select(sa.literal(1)).select_from(table).where(*_key_box(table, table, columns))
+    return bool(conn.execute(sa.select(sa.exists(stored))).scalar())
 
 
 def _key_box(

@@ -279,6 +279,19 @@ def test_article_first_seen_at_keeps_the_earliest(store: MarketStore) -> None:
     assert stored.loc["a2", "summary"] == "" and bool(stored.loc["a2", "simulated"])
 
 
+def test_many_distinct_text_keys_upsert_and_reupsert(store: MarketStore) -> None:
+    """More distinct article ids than a key box lists: the box leaves the key unconstrained."""
+    rows = [article(f"a{i:03d}", "2024-03-01 00:00", title=f"t{i}") for i in range(150)]
+    assert store.upsert_frame("articles", articles_frame(*rows)) == 150
+    assert store.upsert_frame("articles", articles_frame(*rows)) == 150
+    rows[7] = article("a007", "2024-03-01 00:00", title="changed")
+    rows.append(article("b000", "2024-03-01 00:00"))
+    store.upsert_frame("articles", articles_frame(*rows))
+    stored = store.read_frame("articles").set_index("article_id")
+    assert len(stored) == 151
+    assert stored.loc["a007", "title"] == "changed" and stored.loc["a008", "title"] == "t8"
+
+
 def test_reads_are_half_open_ranges(store: MarketStore) -> None:
     store.upsert_candles("BTCUSDT", "1m", random_candles(10), source="test")
     minute = pd.Timedelta(minutes=1)

@@ -11,7 +11,9 @@ the same rows into an equivalent empty table (same columns and primary key) on t
 
 The reference times only the load itself (payload or row tuples prepared beforehand; the preparation is
 reported separately), while the store is timed end to end from DataFrames (validation, conversion,
-staging, upsert, commit). Prints rows/s and ratios; the last line is one JSON object.
+staging, upsert, commit). The compiled COPY encoder is loaded (one small encode) before anything is
+timed. Goals: both passes >= 0.6x the raw load on PostgreSQL, >= 0.9x on SQLite. Prints rows/s and
+ratios (and the load averages: the machine is shared); the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -183,10 +185,15 @@ def _figures(rows: int, best: dict[str, float], prepare_s: float) -> dict[str, f
     }
 
 
+GOALS = {"postgresql": 0.6, "sqlite": 0.9}
+
+
 def main() -> None:
+    load_start = os.getloadavg()
     candles = {symbol: synthetic_candles(seed) for seed, symbol in enumerate(SYMBOLS)}
     rows = full_rows(candles)
-    results = {"rows": len(rows), "symbols": len(SYMBOLS)}
+    encode_copy_binary("ohlcv", rows.iloc[:10])  # loads the compiled encoder (numba cache) once
+    results: dict = {"rows": len(rows), "symbols": len(SYMBOLS)}
     for name, bench in (("postgresql", bench_postgresql), ("sqlite", bench_sqlite)):
         results[name] = figures = bench(candles, rows)
         print(
@@ -196,6 +203,13 @@ def main() -> None:
             f"({figures['raw_with_prepare_rows_per_s']:,.0f} with preparation); "
             f"ratio first pass / raw = {figures['ratio_first_pass_vs_raw']:.2f}"
         )
+        figures["goal_both_passes_ratio_min"] = GOALS[name]
+        figures["goal_met"] = (
+            min(figures["ratio_first_pass_vs_raw"], figures["ratio_second_pass_vs_raw"]) >= GOALS[name]
+        )
+    results["cpu_count"] = os.cpu_count()
+    results["loadavg_start"] = [round(v, 2) for v in load_start]
+    results["loadavg_end"] = [round(v, 2) for v in os.getloadavg()]
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in _flat(results).items()}))
 
 

@@ -1,4 +1,4 @@
-"""Vectorized technical indicators (numpy + scipy), defined to match ``ta`` 0.11.
+"""Vectorized technical indicators (numpy, with numba loops for the recursive ones), defined to match ``ta`` 0.11.
 
 ``ta`` is the reference definition: every indicator here reproduces ``ta``'s formula and seeding so
 that, on the same input, values agree to floating-point rounding (``antmeter_tests/unit/
@@ -17,15 +17,16 @@ degenerate divisions:
 
 How it is fast without a Python loop over rows:
 
-* Recursive smoothing (EMA, Wilder) runs through :func:`scipy.signal.lfilter` (a C loop, about
-  5 ns per value; the MACD line is a single second-order filter instead of two EMAs).
+* Recursive indicators (EMA, MACD, RSI, ATR, ADX with Wilder smoothing) are one compiled loop each
+  (numba, about 1-3 ns per row and series) that computes every intermediate series in the same pass,
+  with ``ta``'s arithmetic in ``ta``'s order; no temporary arrays besides the outputs.
 * Windowed reductions (sum, max, min) use doubling: ``log2(window)`` vectorized passes whose
   summation order depends only on the window, so a value is bit-for-bit the same wherever the series
   starts (partition results equal full-history results exactly). Rolling standard deviations shift
   each block of values by an anchor first (accuracy on large price levels); a ``phase`` argument
   aligns the blocks to absolute time so that this holds for them too.
 * Indicators with several intermediate series work through the input in chunks of ``_CHUNK`` rows
-  with preallocated scratch space (and recursive state carried from chunk to chunk), so the only
+  with preallocated scratch space, so the only
   full-length arrays they allocate are their outputs. The loop runs over chunks, not rows.
 
 Inputs are 1-D arrays (anything ``np.asarray`` accepts) of finite values; outputs are float64
@@ -37,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import numpy as np
-from scipy.signal import lfilter, lfiltic
+from numba import njit
 
 FloatArray = np.ndarray
 
@@ -236,35 +237,130 @@ def rolling_mean_std(x, window: int, ddof: int = 0, phase: int = 0) -> tuple[Flo
 
 
 # --------------------------------------------------------------------------- recursive smoothing
+#
+# The recursive indicators are sequential by nature (each value needs the previous one), so they run as
+# one compiled loop each (numba, ``cache=True``: compiled once per machine, then loaded from
+# ``__pycache__``). Every loop performs ``ta``'s arithmetic in ``ta``'s order (no fast-math
+# reassociation), computing all of an indicator's intermediate series in the same pass.
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
-def _first_order(x: FloatArray, decay: float, gain: float, initial: float) -> FloatArray:
-    """``y[k] = decay * y[k-1] + gain * x[k]`` for a 1-D ``x`` with ``y[-1] = initial`` (new array)."""
-    return lfilter([gain], [1.0, -decay], x, zi=[decay * initial])[0]
+@_jit
+def _ewm_loop(x: FloatArray, start: int, alpha: float, out: FloatArray) -> None:
+    """``out[k] = (1 - alpha) * out[k-1] + alpha * x[k]`` from ``out[start] = x[start]`` on."""
+    decay = 1.0 - alpha
+    y = x[start]
+    out[start] = y
+    for k in range(start + 1, x.shape[0]):
+        y = decay * y + alpha * x[k]
+        out[k] = y
 
 
-class _Smoother:
-    """``y[k] = decay * y[k-1] + gain * x[k]`` applied chunk by chunk, carrying the state over."""
+@_jit
+def _rsi_loop(close: FloatArray, window: int, out: FloatArray) -> None:
+    """Wilder averages (``alpha = 1 / window``, seeded at 0) of gains and losses and their RSI."""
+    alpha = 1.0 / window
+    decay = 1.0 - alpha
+    gain = loss = 0.0
+    out[0] = 50.0  # the first row has neither gains nor losses
+    for k in range(1, close.shape[0]):
+        change = close[k] - close[k - 1]
+        gain = decay * gain + alpha * max(change, 0.0)
+        loss = decay * loss + alpha * max(-change, 0.0)
+        total = loss + gain
+        out[k] = gain / total * 100.0 if total != 0.0 else 50.0
 
-    def __init__(self, decay: float, gain: float, initial: float):
-        self._b, self._a = [gain], [1.0, -decay]
-        self._state = np.array([decay * initial])
 
-    def __call__(self, x: FloatArray) -> FloatArray:
-        y, self._state = lfilter(self._b, self._a, x, zi=self._state)
-        return y
+@_jit
+def _macd_loop(
+    close: FloatArray, fast: int, slow: int, signal: int, line: FloatArray, signal_line: FloatArray
+) -> None:
+    """EMA(fast) - EMA(slow) (both seeded at the first close, NaN before row ``max(fast, slow) - 1``) and
+    the EMA of that line from its first value (NaN before ``signal - 1`` more rows)."""
+    alpha_fast, alpha_slow, alpha_signal = 2.0 / (fast + 1.0), 2.0 / (slow + 1.0), 2.0 / (signal + 1.0)
+    decay_fast, decay_slow, decay_signal = 1.0 - alpha_fast, 1.0 - alpha_slow, 1.0 - alpha_signal
+    start = max(fast, slow) - 1
+    ema_fast = ema_slow = close[0]
+    smoothed = 0.0
+    for k in range(close.shape[0]):
+        if k:
+            ema_fast = decay_fast * ema_fast + alpha_fast * close[k]
+            ema_slow = decay_slow * ema_slow + alpha_slow * close[k]
+        value = ema_fast - ema_slow
+        if k < start:
+            line[k] = signal_line[k] = np.nan
+            continue
+        smoothed = value if k == start else decay_signal * smoothed + alpha_signal * value
+        line[k] = value
+        signal_line[k] = smoothed if k >= start + signal - 1 else np.nan
 
 
-def _with_warmup(values: FloatArray, n: int, first_valid: int) -> FloatArray:
-    """An ``n``-long array that is NaN before ``first_valid`` with ``values`` as its tail."""
-    if values.shape[0] == n:
-        values[:first_valid] = np.nan
-        return values
-    out = np.empty(n)
-    out[: n - values.shape[0]] = np.nan
-    out[n - values.shape[0] :] = values
-    out[:first_valid] = np.nan
-    return out
+@_jit
+def _true_range_at(high: FloatArray, low: FloatArray, close: FloatArray, k: int) -> float:
+    return max(high[k], close[k - 1]) - min(low[k], close[k - 1])
+
+
+@_jit
+def _atr_loop(high: FloatArray, low: FloatArray, close: FloatArray, window: int, out: FloatArray) -> None:
+    """``ta``'s ATR: the mean of the first ``window`` true ranges at row ``window - 1``, then
+    ``atr = (atr * (window - 1) + tr) / window`` (as ``atr * (1 - 1/window) + tr / window``: no division
+    in the loop); NaN before."""
+    decay, gain = (window - 1) / window, 1.0 / window
+    total = high[0] - low[0]
+    out[0] = np.nan
+    for k in range(1, window):
+        total += _true_range_at(high, low, close, k)
+        out[k] = np.nan
+    value = total / window
+    out[window - 1] = value
+    for k in range(window, close.shape[0]):
+        value = decay * value + gain * _true_range_at(high, low, close, k)
+        out[k] = value
+
+
+@_jit
+def _adx_loop(
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    window: int,
+    adx_out: FloatArray,
+    plus_di: FloatArray,
+    minus_di: FloatArray,
+) -> None:
+    """Wilder running sums (``S = S * (1 - 1/window) + x``, seeded with rows ``1..window``) of the true
+    range and the directional movements, +DI/-DI from them (from row ``window``), DX, and ADX (seeded
+    with the mean DX of rows ``window..2*window-1``, then Wilder-averaged). Outputs are NaN-filled."""
+    decay = 1.0 - 1.0 / window
+    adx_decay, adx_gain = (window - 1) / window, 1.0 / window
+    tr_sum = plus_sum = minus_sum = dx_sum = value = 0.0
+    for k in range(1, close.shape[0]):
+        tr = _true_range_at(high, low, close, k)
+        up, down = high[k] - high[k - 1], low[k - 1] - low[k]
+        plus = up if up > down and up > 0.0 else 0.0
+        minus = down if down > up and down > 0.0 else 0.0
+        if k <= window:
+            tr_sum, plus_sum, minus_sum = tr_sum + tr, plus_sum + plus, minus_sum + minus
+            if k < window:
+                continue
+        else:
+            tr_sum = tr + decay * tr_sum
+            plus_sum = plus + decay * plus_sum
+            minus_sum = minus + decay * minus_sum
+        p = plus_sum / tr_sum * 100.0 if tr_sum != 0.0 else 0.0
+        m = minus_sum / tr_sum * 100.0 if tr_sum != 0.0 else 0.0
+        plus_di[k], minus_di[k] = p, m
+        total = p + m
+        dx = abs(p - m) / total * 100.0 if total != 0.0 else 0.0
+        if k < 2 * window:
+            dx_sum += dx
+            if k == 2 * window - 1:
+                value = dx_sum / window
+                adx_out[k] = value
+        else:
+            value = adx_decay * value + adx_gain * dx
+            adx_out[k] = value
 
 
 def ewm(x, alpha: float, min_periods: int = 1) -> FloatArray:
@@ -281,10 +377,11 @@ def ewm(x, alpha: float, min_periods: int = 1) -> FloatArray:
         if finite.size == 0:
             return _nan_array(n)
         start = int(finite[0])
-    if n == 0:
-        return np.empty(0)
-    smoothed = _first_order(x[start:], 1.0 - alpha, alpha, x[start])
-    return _with_warmup(smoothed, n, start + max(min_periods, 1) - 1)
+    out = np.empty(n)
+    if n:
+        _ewm_loop(x, start, float(alpha), out)
+    out[: start + max(min_periods, 1) - 1] = np.nan
+    return out
 
 
 def ema(x, window: int) -> FloatArray:
@@ -317,18 +414,8 @@ def atr(high, low, close, window: int = 14) -> FloatArray:
     n = close.shape[0]
     if n < window:
         return _nan_array(n)
-    seed = true_range(high[:window], low[:window], close[:window]).mean()
     out = np.empty(n)
-    out[: window - 1] = np.nan
-    out[window - 1] = seed
-    smoother = _Smoother((window - 1) / window, 1.0 / window, seed)
-    scratch = np.empty(min(_CHUNK, n))
-    for a, b in _spans(window, n):
-        tr = out[a:b]  # true range of the chunk, then its smoothed value in place
-        np.maximum(high[a:b], close[a - 1 : b - 1], out=tr)
-        np.minimum(low[a:b], close[a - 1 : b - 1], out=scratch[: b - a])
-        tr -= scratch[: b - a]
-        out[a:b] = smoother(tr)
+    _atr_loop(high, low, close, window, out)
     return out
 
 
@@ -340,53 +427,26 @@ def rsi(close, window: int = 14) -> FloatArray:
     n = close.shape[0]
     if n < window:
         return _nan_array(n)
-    alpha = 1.0 / window
-    gains, losses = _Smoother(1.0 - alpha, alpha, 0.0), _Smoother(1.0 - alpha, alpha, 0.0)
     out = np.empty(n)
-    out[0] = 0.5  # the first row has neither gains nor losses
-    change = np.empty(min(_CHUNK, n))
-    for a, b in _spans(1, n):
-        c = change[: b - a]
-        np.subtract(close[a:b], close[a - 1 : b - 1], out=c)
-        avg_gain = gains(np.maximum(c, 0.0))
-        np.negative(c, out=c)
-        np.maximum(c, 0.0, out=c)
-        total = losses(c)
-        total += avg_gain
-        _divide_into(out[a:b], avg_gain, total, 0.5)
-    out *= 100.0
-    return _with_warmup(out, n, window - 1)
+    _rsi_loop(close, window, out)
+    out[: window - 1] = np.nan
+    return out
 
 
 def macd(close, fast: int = 12, slow: int = 26, signal: int = 9) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """MACD line, signal line and histogram, ``ta.trend.MACD``.
-
-    The line EMA(fast) - EMA(slow) (both seeded at the first close) is one second-order filter,
-    the partial-fraction sum of the two EMAs, so it costs one pass instead of two; the signal is
-    the EMA of the line from its first value, as in ``ta``.
-    """
+    """MACD line, signal line and histogram, ``ta.trend.MACD``: EMA(fast) - EMA(slow), both seeded at
+    the first close, and the EMA of the line from its first value (one pass for all three EMAs)."""
     fast, slow, signal = (
         _check_window(fast, "fast"),
         _check_window(slow, "slow"),
         _check_window(signal, "signal"),
     )
     close = _as_float(close)
-    n, start = close.shape[0], max(fast, slow) - 1
-    if n <= start:
+    n = close.shape[0]
+    if n <= max(fast, slow) - 1:
         return _nan_array(n), _nan_array(n), _nan_array(n)
-    alpha_fast, alpha_slow = 2.0 / (fast + 1.0), 2.0 / (slow + 1.0)
-    decay_fast, decay_slow = 1.0 - alpha_fast, 1.0 - alpha_slow
-    numerator = [alpha_fast - alpha_slow, alpha_slow * decay_fast - alpha_fast * decay_slow]
-    denominator = [1.0, -(decay_fast + decay_slow), decay_fast * decay_slow]
-    # History of a constant first close: both EMAs sit at it and the line at 0.
-    state = lfiltic(numerator, denominator, y=[0.0, 0.0], x=[close[0], close[0]])
-    line = lfilter(numerator, denominator, close, zi=state)[0]
-    # The signal EMA starts at the first MACD value: feeding that value for the rows before it
-    # keeps the filter there, so the signal comes out full length without another copy.
-    line[:start] = line[start]
-    alpha = 2.0 / (signal + 1.0)
-    signal_line = _with_warmup(_first_order(line, 1.0 - alpha, alpha, line[start]), n, start + signal - 1)
-    line[:start] = np.nan
+    line, signal_line = np.empty(n), np.empty(n)
+    _macd_loop(close, fast, slow, signal, line, signal_line)
     return line, signal_line, line - signal_line
 
 
@@ -423,56 +483,8 @@ def adx(high, low, close, window: int = 14) -> tuple[FloatArray, FloatArray, Flo
     high, low, close = _as_float(high), _as_float(low), _as_float(close)
     n = close.shape[0]
     adx_out, plus_di, minus_di = _nan_array(n), _nan_array(n), _nan_array(n)
-    if n <= window:
-        return adx_out, plus_di, minus_di
-    moves = np.empty((3, min(_CHUNK, n)))
-
-    def directional_moves(a: int, b: int) -> FloatArray:
-        """True range, +DM and -DM of rows ``a..b-1`` (``a >= 1``) in ``moves``."""
-        tr, plus, minus = moves[:, : b - a]
-        np.maximum(high[a:b], close[a - 1 : b - 1], out=tr)
-        np.minimum(low[a:b], close[a - 1 : b - 1], out=plus)
-        tr -= plus
-        np.subtract(high[a:b], high[a - 1 : b - 1], out=plus)  # up move
-        np.subtract(low[a - 1 : b - 1], low[a:b], out=minus)  # down move
-        up_wins, down_wins = (plus > minus) & (plus > 0), (minus > plus) & (minus > 0)
-        plus *= up_wins
-        minus *= down_wins
-        return moves[:, : b - a]
-
-    seed = directional_moves(1, window + 1).sum(axis=1)
-    decay = 1.0 - 1.0 / window
-    smoothers = [_Smoother(decay, 1.0, s) for s in seed]
-
-    def write_di(a: int, b: int, sums: list[FloatArray]) -> None:
-        _divide_into(plus_di[a:b], sums[1], sums[0], 0.0)
-        _divide_into(minus_di[a:b], sums[2], sums[0], 0.0)
-
-    write_di(window, window + 1, [np.array([s]) for s in seed])
-    for a, b in _spans(window + 1, n):
-        chunk = directional_moves(a, b)
-        write_di(a, b, [smoother(row) for smoother, row in zip(smoothers, chunk, strict=True)])
-    plus_di[window:] *= 100.0
-    minus_di[window:] *= 100.0
-    if n < 2 * window:
-        return adx_out, plus_di, minus_di
-
-    work = np.empty((2, min(_CHUNK, n)))
-
-    def directional_index(a: int, b: int) -> FloatArray:
-        d, total = work[:, : b - a]
-        np.subtract(plus_di[a:b], minus_di[a:b], out=d)
-        np.abs(d, out=d)
-        np.add(plus_di[a:b], minus_di[a:b], out=total)
-        _divide_inplace(d, total, 0.0)
-        d *= 100.0
-        return d
-
-    adx_seed = directional_index(window, 2 * window).mean()
-    adx_out[2 * window - 1] = adx_seed
-    smoother = _Smoother((window - 1) / window, 1.0 / window, adx_seed)
-    for a, b in _spans(2 * window, n):
-        adx_out[a:b] = smoother(directional_index(a, b))
+    if n > window:
+        _adx_loop(high, low, close, window, adx_out, plus_di, minus_di)
     return adx_out, plus_di, minus_di
 
 

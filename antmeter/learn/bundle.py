@@ -70,19 +70,29 @@ class ServingModel:
     def window(self) -> int:
         return int(self.config["window"])
 
+    def __post_init__(self) -> None:
+        self._window_shape = (self.window, len(self.schema))
+
     def predict_windows(self, windows: np.ndarray, batch_size: int = 2048) -> tuple[np.ndarray, np.ndarray]:
         """Class probabilities [N,H,C] and forward-return forecasts [N,H] (raw log-return units)."""
-        if windows.ndim != 3 or windows.shape[1:] != (self.window, len(self.schema)):
+        if windows.ndim != 3 or windows.shape[1:] != self._window_shape:
             raise ValueError(
                 f"model {self.directory.name} expects windows of shape (N, {self.window}, {len(self.schema)}), "
                 f"got {windows.shape}"
             )
-        probas, regs = [], []
-        for start in range(0, len(windows), batch_size):
-            proba, reg = self._predictor.predict(self.scaler.transform(windows[start : start + batch_size]))
-            probas.append(proba)
-            regs.append(reg * self._target_std + self._target_mean)
+        if len(windows) <= batch_size:  # one session call (every live tick): no slicing, no concatenation
+            return self._predict_batch(windows)
+        probas, regs = zip(
+            *(self._predict_batch(windows[a : a + batch_size]) for a in range(0, len(windows), batch_size)),
+            strict=True,
+        )
         return np.concatenate(probas), np.concatenate(regs)
+
+    def _predict_batch(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        proba, reg = self._predictor.predict(self.scaler.transform(windows))
+        reg = reg * self._target_std
+        reg += self._target_mean
+        return proba, reg
 
     def predict_samples(self, samples: SampleSet, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict the given samples of an *unscaled* sample set, checking the feature schema first."""

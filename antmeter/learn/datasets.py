@@ -208,6 +208,8 @@ class FeatureScaler:
             raise ValueError(
                 f"scaler std must be positive, feature {self.schema.names[i]!r} has {self.std[i]}"
             )
+        # float32 copies for transform (computed once: the serving path transforms one window per call)
+        self._mean32, self._std32 = self.mean.astype(np.float32), self.std.astype(np.float32)
 
     @classmethod
     def fit(cls, x: np.ndarray, schema: FeatureSchema) -> FeatureScaler:
@@ -234,8 +236,8 @@ class FeatureScaler:
             raise ValueError(
                 f"scaler expects {len(self.schema)} features on the last axis, got shape {x.shape}"
             )
-        out = np.subtract(x, self.mean.astype(np.float32), dtype=np.float32)
-        out /= self.std.astype(np.float32)
+        out = np.subtract(x, self._mean32, dtype=np.float32)
+        out /= self._std32
         return out
 
     def inverse_transform(self, x: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from torch import nn
 OPSET = 17
 INPUT_NAME = "x"
 OUTPUT_NAMES = ("proba", "regression")
+_OUTPUT_LIST = list(OUTPUT_NAMES)  # what InferenceSession.run takes, built once
 TASK_CLASSES = {"binary": 2, "three_class": 3}
 
 FP32_TOLERANCE = 1e-4
@@ -148,7 +149,7 @@ class OnnxPredictor:
             raise ValueError(
                 f"{self.path.name} expects inputs of shape (N, {self.window}, {self.n_features}), got {x.shape}"
             )
-        proba, regression = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: x})
+        proba, regression = self.session.run(_OUTPUT_LIST, {INPUT_NAME: x})
         return proba, regression
 
 

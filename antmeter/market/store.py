@@ -5,13 +5,16 @@ One code path for two databases (SQLAlchemy Core, no Dagster import):
 * **SQLite** (default, a file): WAL journal, a busy timeout and ``synchronous=NORMAL`` are set on every
   connection; every write transaction starts with ``BEGIN IMMEDIATE`` (the driver's own implicit
   transactions are switched off), so a write is all-or-nothing even if the process is killed.
-  Upserts are one ``INSERT ... ON CONFLICT DO UPDATE`` executemany.
+  Upserts are one ``INSERT ... ON CONFLICT DO UPDATE`` executemany (a plain ``INSERT`` when no stored
+  row lies in the frame's key box: the write lock is held, so they are all new).
 * **PostgreSQL** (``postgresql+psycopg2://``; a bare ``postgresql://`` URL is rewritten to psycopg2):
-  rows are sent with binary ``COPY`` into a temporary table (``ON COMMIT DROP``) on the same
-  connection and transaction, then merged: stored rows whose values changed with
-  ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``, new rows with a plain ``INSERT ... SELECT`` (falling
-  back to ``ON CONFLICT DO UPDATE`` for the whole stage if a concurrent writer got there first; see
-  :meth:`MarketStore._pg_copy_upsert`). ``migrate`` holds ``pg_advisory_xact_lock``.
+  rows are encoded for binary ``COPY`` (a compiled loop) and, when no stored row lies in the frame's
+  key box, copied straight into the table; otherwise into a temporary table (``ON COMMIT DROP``) on
+  the same connection and transaction, one join counts new and changed rows, and only those are
+  merged: changed ones with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``, new ones with a plain
+  ``INSERT ... SELECT`` (a concurrent writer that got there first turns either plain path into
+  ``ON CONFLICT DO UPDATE`` for the whole stage; see :meth:`MarketStore._pg_copy_upsert`).
+  ``migrate`` holds ``pg_advisory_xact_lock``.
   Reading needs PostgreSQL >= 14 (``EXTRACT(EPOCH ...)`` returns an exact numeric).
 
 Values always travel as data (bind parameters or COPY), never inside SQL text.
@@ -31,6 +34,7 @@ in ``schema_version``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import sqlite3
@@ -43,6 +47,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from numba import njit
+from psycopg2.errors import UniqueViolation
 from sqlalchemy.dialects import postgresql, sqlite
 
 from antmeter.market.candles import CANDLE_COLUMNS, empty_candles, interval_timedelta, validate_candles
@@ -55,6 +61,7 @@ _SQLITE_BUSY_TIMEOUT_MS = 30_000
 _MIGRATION_LOCK_KEY = 0x616E746D6574  # "antmet": the pg_advisory_xact_lock key for migrate()
 _BEGIN_OPTION = "antmeter_sqlite_begin"
 _PG_UNIQUE_VIOLATION = "23505"
+_KEY_BOX_MAX_TEXTS = 64  # distinct values of a text key column listed in a key box (see _key_box)
 # Planner settings for the merge statements (SET LOCAL: they end with the write transaction). The stage
 # table has no statistics and a freshly vacuumed empty target reports 0 rows, which can make the planner
 # pick a nested loop that seq-scans the target once per staged row (quadratic, minutes for 250k rows).
@@ -287,6 +294,8 @@ class _Values:
     def python_list(self) -> list:
         """Plain Python values for the SQLite driver (None for NULL)."""
         if self.kind is _Kind.TEXT:
+            if len(self.texts) == 1 and not self.null.any():
+                return [self.texts[0]] * len(self.values)  # one value (a symbol, a source)
             return np.append(self.texts, None)[self.values].tolist()  # code -1 picks the appended None
         values = self.values.astype(np.int8) if self.kind is _Kind.BOOL else self.values
         if not self.null.any():
@@ -317,14 +326,21 @@ def _normalize_column(table: str, column: sa.Column, series: pd.Series) -> _Valu
                 f"{table}: column {name!r} must hold timezone-aware datetimes, got dtype {series.dtype}"
             )
         else:
-            utc = series.dt.tz_convert("UTC")
-            sub_us = (utc.dt.nanosecond != 0).to_numpy() & ~null
-            if sub_us.any():
-                raise _bad(table, _first(sub_us), name, "sub-microsecond timestamps are not stored")
-            values = utc.dt.tz_localize(None).dt.as_unit("us").to_numpy().view(np.int64)
+            instants = pd.DatetimeIndex(series)  # .asi8: ticks since the Unix epoch (UTC); NaT is int64 min
+            if instants.unit == "ns":
+                sub_us = (instants.asi8 % 1000 != 0) & ~null
+                if sub_us.any():
+                    raise _bad(table, _first(sub_us), name, "sub-microsecond timestamps are not stored")
+                values = instants.asi8 // 1000
+            else:
+                values = instants.as_unit("us").asi8
         return _Values(kind, values, null)
     if kind is _Kind.TEXT:
-        codes, distinct = pd.factorize(series, use_na_sentinel=True)
+        first = series.iloc[0] if len(series) else None
+        if isinstance(first, str) and (series == first).all():  # one value (a symbol, a source): no hashing
+            codes, distinct = np.zeros(len(series), dtype=np.int64), [first]
+        else:
+            codes, distinct = pd.factorize(series, use_na_sentinel=True)
         texts = np.asarray(distinct, dtype=object)
         not_str = np.fromiter((not isinstance(v, str) for v in texts), dtype=bool, count=len(texts))
         if not_str.any():
@@ -390,7 +406,7 @@ def _normalize(table: sa.Table, frame: pd.DataFrame) -> dict[str, _Values]:
         c.name: _normalize_column(table.name, c, frame[c.name].reset_index(drop=True)) for c in table.columns
     }
     key_names = [c.name for c in table.primary_key.columns]
-    duplicated = pd.DataFrame({name: columns[name].values for name in key_names}).duplicated().to_numpy()
+    duplicated = _duplicated_keys([columns[name] for name in key_names])
     if duplicated.any():
         i = _first(duplicated)
         key = ", ".join(f"{name}={frame[name].iloc[i]}" for name in key_names)
@@ -398,22 +414,31 @@ def _normalize(table: sa.Table, frame: pd.DataFrame) -> dict[str, _Values]:
     return columns
 
 
+def _duplicated_keys(key: list[_Values]) -> np.ndarray:
+    """Rows whose key repeats an earlier row's. Fast path (a candle partition): the key columns that
+    hold one value drop out and the one left is strictly increasing."""
+    varying = [c.values for c in key if not (c.kind is _Kind.TEXT and len(c.texts) == 1)]
+    if len(varying) == 1 and (np.diff(varying[0]) > 0).all():
+        return np.zeros(len(varying[0]), dtype=bool)
+    return pd.DataFrame({i: c.values for i, c in enumerate(key)}).duplicated().to_numpy()
+
+
 # ----------------------------------------------------------------------------------------------
 # PostgreSQL binary COPY encoding (vectorised)
 
 
-def _pg_field_bytes(col: _Values) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row field payloads as (lengths int64 with -1 for NULL, concatenated bytes as uint8)."""
+def _pg_field_bytes(col: _Values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each row's field payload lies: (lengths int32 with -1 for NULL, starts int64 into the
+    bytes, the bytes as uint8). Fixed-width values are their big-endian array; texts point into the
+    concatenation of their distinct encoded strings."""
     n = len(col.values)
     if col.kind is _Kind.TEXT:
         encoded = [t.encode("utf-8") for t in col.texts] + [b""]  # the last entry serves NULL rows
-        text_lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-        text_starts = np.cumsum(text_lengths) - text_lengths
+        text_lengths = np.fromiter(map(len, encoded), dtype=np.int32, count=len(encoded))
+        text_starts = np.cumsum(text_lengths, dtype=np.int64) - text_lengths
         codes = np.where(col.null, len(encoded) - 1, col.values)
-        lengths = text_lengths[codes]
-        blob_starts = np.cumsum(lengths) - lengths
-        gather = np.repeat(text_starts[codes] - blob_starts, lengths) + np.arange(int(lengths.sum()))
-        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)[gather]
+        lengths, starts = text_lengths[codes], text_starts[codes]
+        blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
     else:
         if col.kind is _Kind.TIME:
             be = (col.values - _PG_EPOCH_OFFSET_US).astype(">i8")
@@ -424,10 +449,11 @@ def _pg_field_bytes(col: _Values) -> tuple[np.ndarray, np.ndarray]:
         else:
             be = col.values.astype(np.uint8)
         width = be.dtype.itemsize
-        lengths = np.full(n, width, dtype=np.int64)
-        blob = be[~col.null].view(np.uint8) if col.null.any() else be.view(np.uint8)
+        lengths = np.full(n, width, dtype=np.int32)
+        starts = np.arange(0, n * width, width, dtype=np.int64)
+        blob = be.view(np.uint8)
     lengths[col.null] = -1
-    return lengths, blob
+    return lengths, starts, blob
 
 
 def encode_copy_binary(table: str, frame: pd.DataFrame) -> bytes:
@@ -441,43 +467,42 @@ def encode_copy_binary(table: str, frame: pd.DataFrame) -> bytes:
 def _encode_copy_binary(columns: list[_Values]) -> bytes:
     n = len(columns[0].values) if columns else 0
     fields = [_pg_field_bytes(c) for c in columns]
-    uniform = n > 0 and all(lengths[0] >= 0 and (lengths == lengths[0]).all() for lengths, _ in fields)
-    body = _uniform_rows(fields, n) if uniform else _scattered_rows(fields, n)
+    blob = np.concatenate([f[2] for f in fields]) if fields else np.empty(0, dtype=np.uint8)
+    bases = np.cumsum([0] + [f[2].size for f in fields[:-1]], dtype=np.int64)
+    lengths = np.stack([f[0] for f in fields]) if fields else np.empty((0, n), dtype=np.int32)
+    starts = np.stack([f[1] + base for f, base in zip(fields, bases, strict=True)]) if fields else lengths
     header = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-    return header + body + struct.pack(">h", -1)
-
-
-def _uniform_rows(fields: list[tuple[np.ndarray, np.ndarray]], n: int) -> bytes:
-    """Tuples that all share one layout (no NULLs, same byte length per field): one structured array."""
-    layout: list[tuple[str, str]] = [("count", ">i2")]
-    for i, (lengths, _) in enumerate(fields):
-        layout += [(f"length{i}", ">i4")] + ([(f"value{i}", f"V{lengths[0]}")] if lengths[0] else [])
-    rows = np.empty(n, dtype=np.dtype(layout))
-    rows["count"] = len(fields)
-    for i, (lengths, blob) in enumerate(fields):
-        rows[f"length{i}"] = lengths[0]
-        if lengths[0]:
-            rows[f"value{i}"] = blob.view(f"V{lengths[0]}")
-    return rows.tobytes()
-
-
-def _scattered_rows(fields: list[tuple[np.ndarray, np.ndarray]], n: int) -> bytes:
-    """Tuples of varying length (NULLs, text of different lengths): scatter each field into place."""
-    row_lengths = 2 + sum(4 + np.maximum(lengths, 0) for lengths, _ in fields)
-    starts = np.zeros(n, dtype=np.int64)
-    np.cumsum(row_lengths[:-1], out=starts[1:])
-    out = np.empty(int(row_lengths.sum()) if n else 0, dtype=np.uint8)
-    out[starts[:, None] + np.arange(2)] = np.frombuffer(struct.pack(">h", len(fields)), dtype=np.uint8)
-    pos = starts + 2
-    for lengths, blob in fields:
-        out[pos[:, None] + np.arange(4)] = lengths.astype(">i4").view(np.uint8).reshape(n, 4)
-        pos += 4
-        sizes = np.maximum(lengths, 0)
-        if blob.size:
-            blob_starts = np.cumsum(sizes) - sizes
-            out[np.repeat(pos - blob_starts, sizes) + np.arange(blob.size)] = blob
-        pos += sizes
+    trailer = struct.pack(">h", -1)
+    tuples_size = n * (2 + 4 * len(fields)) + int(np.maximum(lengths, 0).sum())
+    out = np.empty(len(header) + tuples_size + len(trailer), dtype=np.uint8)
+    out[: len(header)] = np.frombuffer(header, dtype=np.uint8)
+    out[len(out) - len(trailer) :] = np.frombuffer(trailer, dtype=np.uint8)
+    _write_copy_tuples(lengths, starts, blob, out[len(header) : len(out) - len(trailer)])
     return out.tobytes()
+
+
+@njit(cache=True, nogil=True)
+def _write_copy_tuples(lengths: np.ndarray, starts: np.ndarray, blob: np.ndarray, out: np.ndarray) -> None:
+    """Binary COPY tuples into ``out``: per row the field count (int16), then per field its length
+    (int32, -1 for NULL) and ``lengths[f, row]`` bytes of ``blob`` from ``starts[f, row]``."""
+    fields, rows = lengths.shape
+    pos = 0
+    for row in range(rows):
+        out[pos] = (fields >> 8) & 0xFF
+        out[pos + 1] = fields & 0xFF
+        pos += 2
+        for f in range(fields):
+            length = lengths[f, row]
+            word = np.uint32(length)
+            out[pos] = (word >> 24) & 0xFF
+            out[pos + 1] = (word >> 16) & 0xFF
+            out[pos + 2] = (word >> 8) & 0xFF
+            out[pos + 3] = word & 0xFF
+            pos += 4
+            start = starts[f, row]
+            for j in range(length):  # no iterations for NULL (-1)
+                out[pos + j] = blob[start + j]
+            pos += max(length, 0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -740,54 +765,87 @@ class MarketStore:
             return 0
         ordered = [columns[c.name] for c in table.columns]
         if self.dialect == "sqlite":
-            rows = list(zip(*(c.python_list() for c in ordered), strict=True))
-            sql = _sqlite_upsert_sql(table, self.engine.dialect)
+            # Row tuples are made one at a time as the driver binds them (no list of a million tuples for
+            # the garbage collector to scan over and over).
+            rows = zip(*(c.python_list() for c in ordered), strict=True)
             with self._writer.begin() as conn:
-                conn.exec_driver_sql(sql, rows)
+                # BEGIN IMMEDIATE holds the write lock, so no other writer can add a key until commit:
+                # with no stored row in the frame's key box every row is new and a plain INSERT suffices.
+                fresh = not _any_stored_in_key_box(conn, table, columns)
+                cursor = conn.connection.dbapi_connection.cursor()
+                try:
+                    cursor.executemany(_sqlite_write_sql(table, self.engine.dialect, fresh), rows)
+                finally:
+                    cursor.close()
         else:
-            payload = _encode_copy_binary(ordered)
             with self._writer.begin() as conn:
-                self._pg_copy_upsert(conn, table, payload)
+                self._pg_copy_upsert(conn, table, columns)
         return n
 
     @staticmethod
-    def _pg_copy_upsert(conn: sa.Connection, table: sa.Table, payload: bytes) -> None:
-        """Stage ``payload`` with binary COPY, then merge it into ``table`` (all in the caller's transaction).
+    def _pg_copy_upsert(conn: sa.Connection, table: sa.Table, columns: dict[str, _Values]) -> None:
+        """Upsert the rows ``columns`` with binary COPY, in the caller's transaction.
 
-        If some staged keys are stored already, those rows are merged with ``INSERT ... SELECT ... ON
-        CONFLICT DO UPDATE`` (only rows whose values changed). The remaining rows, or all of them when no
-        key is stored yet, go in with a plain ``INSERT ... SELECT``: about 2x faster than the speculative
-        insertion that ON CONFLICT does for every new row. If a concurrent writer stores one of those keys
-        in between, that insert fails with a unique violation, is rolled back to its savepoint, and the
-        whole stage is merged with ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` instead.
+        * No stored row in the frame's key box (:func:`_key_box`, a superset of its keys; a first load
+          or a new partition): the rows are copied straight into ``table``.
+        * Otherwise they are copied into a temporary stage table and one join against the stored rows
+          counts the new keys and the changed rows. Rows equal to the stored ones are never rewritten
+          (a re-upsert of unchanged data writes nothing). Changed rows are merged with ``INSERT ...
+          SELECT ... ON CONFLICT DO UPDATE``, new ones go in with a plain ``INSERT ... SELECT`` (about
+          2x faster than the speculative insertion that ON CONFLICT does for every new row).
+
+        A concurrent writer that stores one of the new keys in between (after the box check or the
+        count) makes the COPY or the plain insert fail with a unique violation; that step is rolled
+        back to its savepoint and the whole stage is merged with ``ON CONFLICT DO UPDATE`` instead.
         """
         quote = conn.dialect.identifier_preparer.quote
-        stage = f"_stage_{table.name}"
         names = [c.name for c in table.columns]
+        payload = _encode_copy_binary([columns[name] for name in names])
+        column_list = ", ".join(map(quote, names))
+
+        def copy_into(name: str) -> None:
+            with conn.connection.dbapi_connection.cursor() as cursor:
+                copy = f"COPY {quote(name)} ({column_list}) FROM STDIN WITH (FORMAT binary)"
+                cursor.copy_expert(copy, io.BytesIO(payload))
+
+        if not _any_stored_in_key_box(conn, table, columns):
+            with contextlib.suppress(UniqueViolation):
+                with conn.begin_nested():
+                    copy_into(table.name)
+                return
+
+        stage = f"_stage_{table.name}"
         conn.exec_driver_sql(
             f"CREATE TEMPORARY TABLE {quote(stage)} (LIKE {quote(table.name)}) ON COMMIT DROP"
         )
-        with conn.connection.dbapi_connection.cursor() as cursor:
-            copy = f"COPY {quote(stage)} ({', '.join(map(quote, names))}) FROM STDIN WITH (FORMAT binary)"
-            cursor.copy_expert(copy, io.BytesIO(payload))
+        copy_into(stage)
         for setting in _PG_MERGE_SETTINGS:
             conn.exec_driver_sql(setting)
 
         staged = sa.table(stage, *[sa.column(n) for n in names])
         stored = table.alias("stored")
-        same_key = sa.and_(*[stored.c[c.name] == staged.c[c.name] for c in table.primary_key.columns])
+        key = list(table.primary_key.columns)
+        same_key = sa.and_(*[stored.c[c.name] == staged.c[c.name] for c in key])
+        # The box conditions are implied by same_key; they narrow the scan of the stored rows.
+        stored_in_box = _key_box(table, stored, columns)
+        is_new = stored.c[key[0].name].is_(None)
+        new_count, changed_count = conn.execute(
+            sa.select(
+                sa.func.count().filter(is_new),
+                sa.func.count().filter(sa.and_(~is_new, _changed(table, stored.c, staged.c))),
+            ).select_from(staged.outerjoin(stored, sa.and_(same_key, *stored_in_box)))
+        ).one()
         merge_all = _merge(
             postgresql.insert(table).from_select(names, sa.select(staged)), table, sa.func.least
         )
-        new_rows = sa.select(staged)
-        if conn.execute(
-            sa.select(sa.exists(sa.select(1).select_from(staged).join(stored, same_key)))
-        ).scalar():
+        if changed_count:
             changed_rows = sa.select(staged).join(stored, same_key).where(_changed(table, stored.c, staged.c))
             conn.execute(
                 _merge(postgresql.insert(table).from_select(names, changed_rows), table, sa.func.least)
             )
-            new_rows = new_rows.where(~sa.exists().where(same_key))
+        if not new_count:
+            return
+        new_rows = sa.select(staged).where(~sa.exists().where(same_key, *stored_in_box))
         try:
             with conn.begin_nested():
                 conn.execute(sa.insert(table).from_select(names, new_rows))
@@ -795,6 +853,35 @@ class MarketStore:
             if getattr(error.orig, "pgcode", None) != _PG_UNIQUE_VIOLATION:
                 raise
             conn.execute(merge_all)
+
+
+def _any_stored_in_key_box(conn: sa.Connection, table: sa.Table, columns: dict[str, _Values]) -> bool:
+    """Whether ``table`` holds a row in the key box of the frame ``columns`` (see :func:`_key_box`)."""
+    stored = sa.select(sa.literal(1)).select_from(table).where(*_key_box(table, table, columns))
+    return bool(conn.execute(sa.select(sa.exists(stored))).scalar())
+
+
+def _key_box(
+    table: sa.Table, source: sa.FromClause, columns: dict[str, _Values]
+) -> list[sa.ColumnElement[bool]]:
+    """Conditions on ``source`` (``table`` or an alias of it) that every key of the frame ``columns``
+    satisfies, so a box without stored rows means none of the keys is stored: each time or integer key
+    column between its smallest and largest value, each text key column in its distinct values (when
+    there are at most ``_KEY_BOX_MAX_TEXTS``; else unconstrained)."""
+    conditions = []
+    for key_column in table.primary_key.columns:
+        column, values = source.c[key_column.name], columns[key_column.name]
+        if values.kind is _Kind.TEXT:
+            if len(values.texts) <= _KEY_BOX_MAX_TEXTS:
+                conditions.append(column.in_(values.texts.tolist()))
+        elif values.kind is _Kind.TIME:
+            low, high = (
+                pd.Timestamp(v, unit="us", tz="UTC") for v in (values.values.min(), values.values.max())
+            )
+            conditions.append(column.between(low, high))
+        elif values.kind is _Kind.INT:
+            conditions.append(column.between(int(values.values.min()), int(values.values.max())))
+    return conditions
 
 
 def _changed(table: sa.Table, stored, new) -> sa.ColumnElement[bool]:
@@ -828,10 +915,11 @@ def _merge(insert, table: sa.Table, earliest: Callable[..., sa.ColumnElement]):
     )
 
 
-def _sqlite_upsert_sql(table: sa.Table, dialect: sa.Dialect) -> str:
-    """The positional (qmark) executemany upsert for ``table``, with columns in table order."""
+def _sqlite_write_sql(table: sa.Table, dialect: sa.Dialect, fresh: bool) -> str:
+    """The positional (qmark) executemany statement for ``table``, with columns in table order: the
+    upsert, or a plain ``INSERT`` when every row is known to be ``fresh`` (no stored key)."""
     insert = sqlite.insert(table)
-    compiled = _merge(insert, table, sa.func.min).compile(dialect=dialect)
+    compiled = (insert if fresh else _merge(insert, table, sa.func.min)).compile(dialect=dialect)
     if list(compiled.positiontup or []) != [c.name for c in table.columns]:
         raise AssertionError(f"unexpected bind order for {table.name}: {compiled.positiontup}")
     return str(compiled)

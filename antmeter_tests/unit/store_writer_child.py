@@ -1,7 +1,7 @@
 """Child process for the killed-writer test: upsert one large candle partition into a market store.
 
 Usage: ``python store_writer_child.py URL SYMBOL ROWS CLOSE``. Prints ``writing`` (flushed) when the
-write transaction issues its first data statement and ``committed`` once the upsert has returned.
+write transaction issues its first statement and ``committed`` once the upsert has returned.
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main(url: str, symbol: str, rows: int, close: float) -> None:
     candles = flat_candles(rows, close)
 
     def announce(conn, cursor, statement, parameters, context, executemany) -> None:
-        if statement.lstrip().upper().startswith(("INSERT", "CREATE TEMPORARY")):
+        # the write transaction's first statement: the key-box check (the rows themselves go through
+        # the DBAPI cursor: COPY or executemany, which fire no engine event)
+        if statement.lstrip().upper().startswith(("SELECT EXISTS", "INSERT", "CREATE TEMPORARY")):
             print("writing", flush=True)
 
     sa.event.listen(store.engine, "before_cursor_execute", announce)

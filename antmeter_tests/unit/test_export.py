@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
+from antmeter.learn.bundle import ONNX_FP32, SERVING_FILE, ServingModel
+from antmeter.learn.datasets import FeatureScaler, FeatureSchema
 from antmeter.learn.lightning_loop import load_weights, predict, save_weights, train_model
 from antmeter.learn.models import build_model
 from antmeter.learn.onnx import (
@@ -133,6 +136,37 @@ def test_onnx_predictor_handles_any_batch_size_and_checks_shapes(tmp_path: Path)
         np.testing.assert_allclose(regression, torch_regression, atol=1e-5)
     with pytest.raises(ValueError, match=r"expects inputs of shape \(N, 24, 6\)"):
         predictor.predict(np.zeros((2, WINDOW, FEATURES + 1), dtype=np.float32))
+
+
+def test_served_bundle_scales_windows_and_unscales_forecasts_in_any_batching(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = build_model(
+        "lstm", n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=TINY["lstm"]
+    )
+    export_onnx(model.eval(), FEATURES, WINDOW, tmp_path / ONNX_FP32)
+    rng = np.random.default_rng(3)
+    raw = (5.0 + 2.0 * rng.normal(size=(70, WINDOW, FEATURES))).astype(np.float32)
+    schema = FeatureSchema(tuple(f"f{i}" for i in range(FEATURES)), ("float32",) * FEATURES)
+    scaler = FeatureScaler.fit(raw.reshape(-1, FEATURES), schema)
+    scaler.save(tmp_path)
+    target = {"mean": [0.01, -0.02], "std": [2.0, 3.0]}
+    (tmp_path / SERVING_FILE).write_text(
+        json.dumps({"window": WINDOW, "horizons": list(HORIZONS), "target_scaler": target})
+    )
+    bundle = ServingModel.load(tmp_path)
+    assert bundle.precision == "fp32"
+
+    proba, forecast = bundle.predict_windows(raw)  # one session call
+    torch_proba, torch_regression = predict(model, scaler.transform(raw))
+    np.testing.assert_allclose(proba, torch_proba, atol=1e-5)
+    np.testing.assert_allclose(forecast, torch_regression * target["std"] + target["mean"], atol=1e-5)
+    batched = bundle.predict_windows(raw, batch_size=16)  # five calls, concatenated
+    np.testing.assert_allclose(batched[0], proba, atol=1e-6)
+    np.testing.assert_allclose(batched[1], forecast, atol=1e-6)
+    single = bundle.predict_windows(raw[5:6])
+    np.testing.assert_allclose(single[0], proba[5:6], atol=1e-6)
+    with pytest.raises(ValueError, match=r"expects windows of shape \(N, 24, 6\)"):
+        bundle.predict_windows(raw[:, :, :-1])
 
 
 def test_parity_check_catches_an_export_of_a_different_model(tmp_path: Path) -> None:

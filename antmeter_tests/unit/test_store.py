@@ -161,6 +161,55 @@ def test_reupsert_is_idempotent_and_new_values_win(store: MarketStore) -> None:
     assert (final["ingested_at"] > first["ingested_at"]).all()
 
 
+def _row_versions(market: MarketStore) -> dict[pd.Timestamp, object]:
+    """Per open time, the stored row's physical version: PostgreSQL ``(xmin, ctid)`` (both change when a
+    row is rewritten); SQLite the number of writes that a trigger counted for it (created on first use)."""
+    open_time = OHLCV.c.open_time
+    if market.dialect == "postgresql":
+        query = sa.select(open_time, sa.text("xmin::text || ctid::text")).select_from(OHLCV)
+    else:
+        with market.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS row_writes (open_time INTEGER, writes INTEGER)")
+            for event in ("INSERT", "UPDATE"):
+                conn.exec_driver_sql(
+                    f"CREATE TRIGGER IF NOT EXISTS count_{event.lower()} AFTER {event} ON ohlcv BEGIN "
+                    "INSERT INTO row_writes VALUES (NEW.open_time, 1); END"
+                )
+        writes = sa.table("row_writes", sa.column("open_time"), sa.column("writes"))
+        query = (
+            sa.select(open_time, sa.func.count(writes.c.writes))
+            .select_from(
+                OHLCV.outerjoin(writes, writes.c.open_time == sa.type_coerce(open_time, sa.BigInteger))
+            )
+            .group_by(open_time)
+        )
+    with market.engine.connect() as conn:
+        return dict(conn.execute(query).all())
+
+
+def test_reupsert_rewrites_only_the_rows_that_changed(store: MarketStore) -> None:
+    candles = random_candles(200)
+    store.upsert_candles("BTCUSDT", "1m", candles.iloc[::2], source="a")  # every other minute
+    before = _row_versions(store)
+
+    store.upsert_candles("BTCUSDT", "1m", candles.iloc[::2], source="a")
+    assert _row_versions(store) == before  # identical rows: not one row rewritten
+
+    changed = candles.copy()
+    changed.loc[[10, 20], "volume"] += 1.0
+    store.upsert_candles("BTCUSDT", "1m", changed, source="a")  # 2 changed, 98 same, 100 new in between
+    after = _row_versions(store)
+    times = candles["open_time"]
+    rewritten = {t for t in before if after[t] != before[t]}
+    assert rewritten == {times[10], times[20]}
+    assert len(after) == 200
+    pd.testing.assert_frame_equal(store.read_candles("BTCUSDT"), validate_candles(changed, "test"))
+
+    again = _row_versions(store)
+    store.upsert_candles("BTCUSDT", "1m", changed, source="a")
+    assert _row_versions(store) == again
+
+
 def test_overlapping_partial_upsert_keeps_the_rest(store: MarketStore) -> None:
     old = random_candles(100, seed=1)
     new = random_candles(100, seed=2, start=T0 + pd.Timedelta(minutes=50))
@@ -228,6 +277,19 @@ def test_article_first_seen_at_keeps_the_earliest(store: MarketStore) -> None:
     assert np.isnan(stored.loc["a1", "sentiment"]) and pd.isna(stored.loc["a1", "scorer"])
     assert stored.loc["a2", "first_seen_at"] == pd.Timestamp("2024-03-01 13:00", tz="UTC")
     assert stored.loc["a2", "summary"] == "" and bool(stored.loc["a2", "simulated"])
+
+
+def test_many_distinct_text_keys_upsert_and_reupsert(store: MarketStore) -> None:
+    """More distinct article ids than a key box lists: the box leaves the key unconstrained."""
+    rows = [article(f"a{i:03d}", "2024-03-01 00:00", title=f"t{i}") for i in range(150)]
+    assert store.upsert_frame("articles", articles_frame(*rows)) == 150
+    assert store.upsert_frame("articles", articles_frame(*rows)) == 150
+    rows[7] = article("a007", "2024-03-01 00:00", title="changed")
+    rows.append(article("b000", "2024-03-01 00:00"))
+    store.upsert_frame("articles", articles_frame(*rows))
+    stored = store.read_frame("articles").set_index("article_id")
+    assert len(stored) == 151
+    assert stored.loc["a007", "title"] == "changed" and stored.loc["a008", "title"] == "t8"
 
 
 def test_reads_are_half_open_ranges(store: MarketStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -355,3 +356,30 @@ def test_features_and_labels_follow_candles_only_after_blocking_checks_pass(
     )
     assert requested(tick, "features") == {f"{TODAY}|ETHUSDT"}
     assert requested(tick, "labels") == {f"{TODAY}|ETHUSDT", f"{YESTERDAY}|ETHUSDT"}
+
+
+def test_alert_webhook_failure_never_logs_the_webhook_secret(caplog):
+    """A Slack-style webhook URL is itself the secret: neither our log line nor httpx's may show it."""
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/services/T0000/B0000/s3cr3tW3bh00kT0ken"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            assert not AlertWebhookResource(url=url, timeout_s=2.0).post({"event": "x"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"alert webhook http://127.0.0.1:{port}/*** failed: HTTP 500" in caplog.messages
+    assert any(r.name == "httpx" for r in caplog.records)  # httpx logged the request ...
+    assert "s3cr3t" not in caplog.text  # ... with the secret masked

@@ -30,6 +30,7 @@ expected.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import io
 import re
@@ -53,7 +54,6 @@ TIME_COLUMN_NAMES = ("timestamp", "datetime", "open_time")
 _CSV_SUFFIXES = (".csv", ".csv.gz", ".zip")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?")
-_PANDAS_LINE = re.compile(r"(?:line|row) (\d+)")
 # Per-value epoch units, as (name, lowest value, highest value exclusive, nanoseconds per unit).
 _EPOCH_UNITS = (("ms", 10**11, 92 * 10**11, 10**6), ("us", 10**14, 92 * 10**14, 10**3))
 
@@ -136,74 +136,62 @@ def _decode(data: bytes, source: str) -> str:
 
 
 def _from_csv_text(text: str, source: str, interval: str) -> pd.DataFrame:
-    if not text.strip():
+    rows, lines = _csv_rows(text, source)
+    if not rows:
         raise _file_error(source, "a header line or Binance kline rows", "empty file")
-    try:
-        cells = pd.read_csv(
-            io.StringIO(text),
-            header=None,
-            dtype=str,
-            na_filter=False,
-            skipinitialspace=True,
-            index_col=False,
-        )
-    except (pd.errors.ParserError, ValueError) as exc:
-        found = _PANDAS_LINE.search(str(exc))
-        where = f"- (line {int(found.group(1)) + ('row' in found.group(0))})" if found else "-"
-        raise CandleValidationError(
-            source,
-            where,
-            "-",
-            f"unreadable CSV ({exc}); expected comma-separated lines with the same number of fields "
-            "and balanced quotes",
-        ) from None
-    cells = _drop_trailing_empty_column(cells)
-    if cells.shape[1] == 1 and any(d in str(cells.iloc[0, 0]) for d in (";", "\t", "|")):
+    if len(rows[0]) > 1 and all(not row[-1].strip() for row in rows):  # a trailing comma on every line
+        rows = [row[:-1] for row in rows]
+    if len(rows[0]) == 1 and any(d in rows[0][0] for d in (";", "\t", "|")):
         raise CandleValidationError(
             source, "- (line 1)", "-", "one column found; expected comma-separated fields (wrong delimiter?)"
         )
-    headerless = _is_number(str(cells.iloc[0, 0]).strip())
+    headerless = _is_number(rows[0][0].strip())
     if headerless:
-        if cells.shape[1] != len(KLINE_FIELDS):
+        if len(rows[0]) != len(KLINE_FIELDS):
             raise CandleValidationError(
                 source,
                 "- (line 1)",
                 "-",
-                f"headerless file with {cells.shape[1]} columns; expected the {len(KLINE_FIELDS)}-column "
+                f"headerless file with {len(rows[0])} columns; expected the {len(KLINE_FIELDS)}-column "
                 "Binance kline dump format",
             )
         names, header_lines = list(KLINE_FIELDS), 0
     else:
-        names, header_lines = [str(c).strip() for c in cells.iloc[0]], 1
-        cells = cells.iloc[1:]
-    cells = cells.reset_index(drop=True)
-    _check_row_shape(cells, source, header_lines)
+        names, header_lines = [c.strip() for c in rows[0]], 1
+    data, data_lines = rows[header_lines:], lines[header_lines:]
+    for i, row in enumerate(data):
+        if len(row) != len(names):
+            raise CandleValidationError(
+                source,
+                f"{i} (line {data_lines[i]})",
+                names[min(len(row), len(names) - 1)],
+                f"line has {len(row)} fields; expected {len(names)} "
+                f"({'truncated line?' if len(row) < len(names) else 'extra delimiter?'})",
+            )
+    cells = pd.DataFrame(data, columns=range(len(names)), dtype=object)
     cells.columns = names
     if headerless:
         return _from_binance_dump(cells, source, interval)
     return _from_named_columns(cells, source, header_lines=1)
 
 
-def _drop_trailing_empty_column(cells: pd.DataFrame) -> pd.DataFrame:
-    """Drop the last column if it is empty on every line (a trailing comma on each line)."""
-    last = cells.iloc[:, -1]
-    if cells.shape[1] > 1 and last.notna().all() and (last.str.strip() == "").all():
-        return cells.iloc[:, :-1]
-    return cells
-
-
-def _check_row_shape(cells: pd.DataFrame, source: str, header_lines: int) -> None:
-    """Every data line must have as many fields as the first line (short lines come back as NaN)."""
-    short = cells.isna().to_numpy()
-    if short.any():
-        i = int(np.flatnonzero(short.any(axis=1))[0])
-        got = int((~short[i]).sum())
+def _csv_rows(text: str, source: str) -> tuple[list[list[str]], list[int]]:
+    """The non-blank CSV records of ``text`` and the (last) line number of each."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
+    rows, lines = [], []
+    try:
+        for row in reader:
+            if row and (len(row) > 1 or row[0].strip()):
+                rows.append(row)
+                lines.append(reader.line_num)
+    except csv.Error as exc:
         raise CandleValidationError(
             source,
-            f"{i} (line {i + header_lines + 1})",
-            str(cells.columns[got]) if header_lines else KLINE_FIELDS[got],
-            f"line has {got} fields; expected {cells.shape[1]} (truncated line?)",
-        )
+            f"- (line {reader.line_num})",
+            "-",
+            f"unreadable CSV ({exc}); expected comma-separated lines with balanced quotes",
+        ) from None
+    return rows, lines
 
 
 def _from_binance_dump(raw: pd.DataFrame, source: str, interval: str) -> pd.DataFrame:
@@ -221,6 +209,15 @@ def _from_binance_dump(raw: pd.DataFrame, source: str, interval: str) -> pd.Data
             "close_time",
             0,
             f"{raw['close_time'].iloc[i]!r} is not open_time + {interval} - 1 unit ({expected_close[i]})",
+        )
+    for col in KLINE_FIELDS[7:]:  # unused here, but a dump row has a number in every field
+        _raise_first(
+            pd.to_numeric(raw[col].str.strip(), errors="coerce").isna(),
+            raw[col],
+            source,
+            col,
+            0,
+            "not a number",
         )
     frame = pd.DataFrame({"open_time": pd.Series(pd.to_datetime(open_ns, unit="ns", utc=True))})
     for col in CANDLE_COLUMNS[1:]:
@@ -266,7 +263,7 @@ def _parse_times(values: pd.Series, source: str, field: str, header_lines: int |
         return values.dt.tz_localize("UTC")
     if pd.api.types.is_bool_dtype(values.dtype):
         raise CandleValidationError(source, "-", field, "boolean column is not a time")
-    missing = values.isna().to_numpy()
+    missing = values.isna().to_numpy().copy()
     if values.dtype == object:
         missing |= values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
     if missing.any():

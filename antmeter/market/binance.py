@@ -280,7 +280,7 @@ class BinanceKlinesClient:
                     return json.loads(response.content)
                 except ValueError:
                     raise BinanceError(
-                        f"Binance GET {url} ({described}) returned HTTP 200 with a body that is not JSON: "
+                        f"Binance GET {redact(url)} ({described}) returned HTTP 200 with a body that is not JSON: "
                         f"{response.content[:200]!r}",
                         status=status,
                         params=params,
@@ -295,14 +295,14 @@ class BinanceKlinesClient:
                 continue
             code, msg = _error_body(response)
             raise BinanceError(
-                f"Binance GET {url} ({described}) failed: HTTP {status}, code {code}: {msg}",
+                f"Binance GET {redact(url)} ({described}) failed: HTTP {status}, code {code}: {msg}",
                 status=status,
                 code=code,
                 msg=msg,
                 params=params,
             )
         raise BinanceError(
-            f"Binance GET {url} ({described}) failed after {self.config.max_retries + 1} attempts; "
+            f"Binance GET {redact(url)} ({described}) failed after {self.config.max_retries + 1} attempts; "
             f"last status {last_status if last_status is not None else 'none'} ({last_problem})",
             status=last_status,
             params=params,
@@ -395,7 +395,7 @@ class BinanceKlinesClient:
             return
         if wait > self.config.max_retry_after_s:
             raise BinanceError(
-                f"Binance GET {url} ({described}): HTTP {status}, code {code}: {msg}; Retry-After {wait:g} s "
+                f"Binance GET {redact(url)} ({described}): HTTP {status}, code {code}: {msg}; Retry-After {wait:g} s "
                 f"exceeds max_retry_after_s={self.config.max_retry_after_s:g}",
                 status=status,
                 code=code,

@@ -155,7 +155,7 @@ class CandleSourceResource(dg.ConfigurableResource):
                 )
             candles, outages = report.candles, report.outages
         elif self.kind == "file":
-            candles = self._read_file(symbol, interval, now)
+            candles = self._read_file(symbol, interval)
             in_day = (candles["open_time"] >= window.start) & (candles["open_time"] < window.end)
             candles = candles[in_day].reset_index(drop=True)
         else:
@@ -163,7 +163,7 @@ class CandleSourceResource(dg.ConfigurableResource):
         source = f"{self.kind}:{symbol}:{day}"
         return validate_candles(closed_before(candles, now, interval), source, interval, now=now), outages
 
-    def _read_file(self, symbol: str, interval: str, now: pd.Timestamp) -> pd.DataFrame:
+    def _read_file(self, symbol: str, interval: str) -> pd.DataFrame:
         from antmeter.market.file_import import read_candle_file
 
         if not self.file_dir:
@@ -171,7 +171,7 @@ class CandleSourceResource(dg.ConfigurableResource):
         for suffix in (".parquet", ".csv"):
             path = path_under(self.file_dir, f"{validate_symbol(symbol)}{suffix}")
             if path.exists():
-                return read_candle_file(path, interval, now=now)
+                return read_candle_file(path, interval)  # the wall clock bounds open times
         raise FileNotFoundError(f"no {symbol}.parquet or {symbol}.csv in {self.file_dir}")
 
 

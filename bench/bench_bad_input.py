@@ -29,10 +29,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+import antmeter_tests.corruption as corruption
 from antmeter.market.candles import CandleValidationError, validate_candles
 from antmeter.market.store import MarketStore
 from antmeter.market.symbols import InvalidSymbolError
-from antmeter_tests import corruption
 from antmeter_tests.servers.binance_server import FakeBinance
 
 PG_ADMIN_URL = os.environ.get(

@@ -111,7 +111,7 @@ def _finite_numbers(values: pd.Series, source: str, times: pd.Series, field: str
     """``values`` as float64; booleans, non-numbers, NaN and inf raise naming the first bad row."""
     if pd.api.types.is_bool_dtype(values.dtype):
         _raise_first(source, np.ones(len(values), bool), times, field, "boolean, not a number")
-    if values.dtype == object:
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) != "string":
         boolean = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
         _raise_first(source, boolean, times, field, "boolean, not a number")
     numbers = pd.to_numeric(values, errors="coerce").astype("float64")

@@ -36,6 +36,8 @@ import io
 import re
 import zipfile
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -135,48 +137,88 @@ def _decode(data: bytes, source: str) -> str:
 # -- CSV -------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Records:
+    """The non-blank CSV records of a text: first record's cells, field count and line number of each,
+    and a builder of the data records as a frame of strings (``width`` leading fields)."""
+
+    first: list[str]
+    counts: list[int]
+    lines: list[int]
+    frame: Callable[[int, int], pd.DataFrame]  # (records to skip, width) -> frame
+    last_field_blank: bool  # on every record (a trailing comma on every line)
+
+
 def _from_csv_text(text: str, source: str, interval: str) -> pd.DataFrame:
-    rows, lines = _csv_rows(text, source)
-    if not rows:
+    records = _records(text.replace("\r\n", "\n"), source)
+    if not records.counts:
         raise _file_error(source, "a header line or Binance kline rows", "empty file")
-    if len(rows[0]) > 1 and all(not row[-1].strip() for row in rows):  # a trailing comma on every line
-        rows = [row[:-1] for row in rows]
-    if len(rows[0]) == 1 and any(d in rows[0][0] for d in (";", "\t", "|")):
+    width = records.counts[0]
+    if width > 1 and records.last_field_blank and len(set(records.counts)) == 1:
+        width -= 1  # a trailing comma on every line
+    first = records.first[:width]
+    if width == 1 and any(d in first[0] for d in (";", "\t", "|")):
         raise CandleValidationError(
             source, "- (line 1)", "-", "one column found; expected comma-separated fields (wrong delimiter?)"
         )
-    headerless = _is_number(rows[0][0].strip())
-    if headerless:
-        if len(rows[0]) != len(KLINE_FIELDS):
+    headerless = _is_number(first[0].strip())
+    if headerless and width != len(KLINE_FIELDS):
+        raise CandleValidationError(
+            source,
+            "- (line 1)",
+            "-",
+            f"headerless file with {width} columns; expected the {len(KLINE_FIELDS)}-column Binance kline "
+            "dump format",
+        )
+    names = list(KLINE_FIELDS) if headerless else [c.strip() for c in first]
+    header_lines = 0 if headerless else 1
+    expected = records.counts[0]
+    for i, count in enumerate(records.counts[header_lines:]):
+        if count != expected:
+            got = count - (expected - width)
             raise CandleValidationError(
                 source,
-                "- (line 1)",
-                "-",
-                f"headerless file with {len(rows[0])} columns; expected the {len(KLINE_FIELDS)}-column "
-                "Binance kline dump format",
+                f"{i} (line {records.lines[i + header_lines]})",
+                names[min(max(got, 0), width - 1)],
+                f"line has {got} fields; expected {width} "
+                f"({'truncated line?' if count < expected else 'extra delimiter?'})",
             )
-        names, header_lines = list(KLINE_FIELDS), 0
-    else:
-        names, header_lines = [c.strip() for c in rows[0]], 1
-    data, data_lines = rows[header_lines:], lines[header_lines:]
-    for i, row in enumerate(data):
-        if len(row) != len(names):
-            raise CandleValidationError(
-                source,
-                f"{i} (line {data_lines[i]})",
-                names[min(len(row), len(names) - 1)],
-                f"line has {len(row)} fields; expected {len(names)} "
-                f"({'truncated line?' if len(row) < len(names) else 'extra delimiter?'})",
-            )
-    cells = pd.DataFrame(data, columns=range(len(names)), dtype=object)
+    cells = records.frame(header_lines, width)
     cells.columns = names
     if headerless:
         return _from_binance_dump(cells, source, interval)
     return _from_named_columns(cells, source, header_lines=1)
 
 
-def _csv_rows(text: str, source: str) -> tuple[list[list[str]], list[int]]:
-    """The non-blank CSV records of ``text`` and the (last) line number of each."""
+def _records(text: str, source: str) -> _Records:
+    """Fast path (no quotes, no lone CR, no whitespace-only lines): count commas per line and let pandas'
+    C parser read the cells; otherwise the csv module, which knows quoting."""
+    raw_lines = text.split("\n")
+    if '"' in text or "\r" in text or any(line and not line.strip() for line in raw_lines):
+        return _quoted_records(text, source)
+    numbered = [(n, line) for n, line in enumerate(raw_lines, start=1) if line]
+    counts = [line.count(",") + 1 for _, line in numbered]
+
+    def frame(skip: int, width: int) -> pd.DataFrame:
+        if len(numbered) <= skip:
+            return pd.DataFrame(columns=range(width), dtype=object)
+        cells = pd.read_csv(
+            io.StringIO(text),
+            header=None,
+            dtype=str,
+            na_filter=False,
+            skipinitialspace=True,
+            index_col=False,
+            skiprows=skip,
+        )
+        return cells.iloc[:, :width].set_axis(range(width), axis=1)
+
+    first = numbered[0][1].split(",") if numbered else []
+    blank = all(line.rstrip().endswith(",") for _, line in numbered)
+    return _Records([c.lstrip() for c in first], counts, [n for n, _ in numbered], frame, blank)
+
+
+def _quoted_records(text: str, source: str) -> _Records:
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, skipinitialspace=True)
     rows, lines = [], []
     try:
@@ -191,13 +233,19 @@ def _csv_rows(text: str, source: str) -> tuple[list[list[str]], list[int]]:
             "-",
             f"unreadable CSV ({exc}); expected comma-separated lines with balanced quotes",
         ) from None
-    return rows, lines
+
+    def frame(skip: int, width: int) -> pd.DataFrame:
+        data = [row[:width] for row in rows[skip:]]
+        return pd.DataFrame(data, columns=range(width), dtype=object)
+
+    blank = all(not row[-1].strip() for row in rows)
+    return _Records(rows[0] if rows else [], [len(r) for r in rows], lines, frame, blank)
 
 
 def _from_binance_dump(raw: pd.DataFrame, source: str, interval: str) -> pd.DataFrame:
     """Open times, values and the close-time consistency check of a data.binance.vision dump."""
     open_ns, scale = _epoch_nanoseconds(raw["open_time"], source, "open_time", header_lines=0)
-    close_raw = pd.to_numeric(raw["close_time"].str.strip(), errors="coerce")
+    close_raw = pd.to_numeric(raw["close_time"], errors="coerce")
     step_ns = interval_timedelta(interval).value
     expected_close = (open_ns + step_ns - scale) // scale
     bad_close = ~(close_raw.to_numpy(dtype="float64") == expected_close.astype("float64"))
@@ -210,15 +258,8 @@ def _from_binance_dump(raw: pd.DataFrame, source: str, interval: str) -> pd.Data
             0,
             f"{raw['close_time'].iloc[i]!r} is not open_time + {interval} - 1 unit ({expected_close[i]})",
         )
-    for col in KLINE_FIELDS[7:]:  # unused here, but a dump row has a number in every field
-        _raise_first(
-            pd.to_numeric(raw[col].str.strip(), errors="coerce").isna(),
-            raw[col],
-            source,
-            col,
-            0,
-            "not a number",
-        )
+    for col in KLINE_FIELDS[7:]:  # unused here, but a dump row has a value in every field
+        _raise_first(raw[col] == "", raw[col], source, col, 0, "empty field (truncated line?)")
     frame = pd.DataFrame({"open_time": pd.Series(pd.to_datetime(open_ns, unit="ns", utc=True))})
     for col in CANDLE_COLUMNS[1:]:
         frame[col] = raw[col].to_numpy()
@@ -265,7 +306,7 @@ def _parse_times(values: pd.Series, source: str, field: str, header_lines: int |
         raise CandleValidationError(source, "-", field, "boolean column is not a time")
     missing = values.isna().to_numpy().copy()
     if values.dtype == object:
-        missing |= values.map(lambda v: isinstance(v, str) and not v.strip()).to_numpy(dtype=bool)
+        missing |= (values == "").to_numpy(dtype=bool)  # skipinitialspace: a blank cell reads as ""
     if missing.any():
         raise _row_error(source, int(np.flatnonzero(missing)[0]), field, header_lines, "missing time")
     numbers = (
@@ -299,8 +340,8 @@ def _epoch_nanoseconds(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Epoch ms or µs (decided per value by magnitude) as (nanoseconds, nanoseconds per unit)."""
     if numbers is None:
-        _raise_first(values.str.strip() == "", values, source, field, header_lines, "missing time")
-        numbers = pd.to_numeric(values.str.strip(), errors="coerce")
+        _raise_first(values == "", values, source, field, header_lines, "missing time")
+        numbers = pd.to_numeric(values, errors="coerce")
         _raise_first(numbers.isna(), values, source, field, header_lines, "not an epoch number")
     as_float = numbers.to_numpy(dtype="float64")
     fractional = as_float != np.floor(as_float)

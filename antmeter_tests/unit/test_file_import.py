@@ -236,7 +236,10 @@ def test_dump_with_extra_field_names_the_line(tmp_path):
     lines = _dump_lines(1)
     lines[2] += ",7"
     path = _write(tmp_path / "extra.csv", lines)
-    with pytest.raises(CandleValidationError, match=r"extra\.csv: row 2 \(line 3\), field 'ignore': line has 13 fields; expected 12"):
+    with pytest.raises(
+        CandleValidationError,
+        match=r"extra\.csv: row 2 \(line 3\), field 'ignore': line has 13 fields; expected 12",
+    ):
         read_candle_file(path)
 
 

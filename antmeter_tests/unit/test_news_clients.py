@@ -390,4 +390,3 @@ def test_cryptopanic_token_never_reaches_a_log_line(http, caplog):
     request_lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
     assert len(request_lines) == 2 and all("auth_token=***" in line for line in request_lines)
     assert TOKEN not in caplog.text
-

@@ -14,6 +14,8 @@ import os
 import dagster as dg
 import pandas as pd
 
+from antmeter.market.redaction import get_logger
+from antmeter.market.symbols import InvalidSymbolError, validate_symbol
 from antmeter_assets import jobs
 from antmeter_assets.partitions import clock_is_configured, symbol_day_key, symbol_partitions, utc_now
 from antmeter_resources import AlertWebhookResource
@@ -31,6 +33,7 @@ SENSOR_STATUS = (
 SENSOR_INTERVAL_S = int(os.environ.get("ANTMETER_SENSOR_INTERVAL_S", "60"))
 RETENTION_DAYS = int(os.environ.get("ANTMETER_RUN_RETENTION_DAYS", "3"))
 SCHEDULE_TAG = "antmeter/launched_by"
+log = get_logger("antmeter_assets.automation")
 # The predictions floor's cadence (a replay or test on a fast clock shortens it, e.g. "* * * * *").
 PREDICTIONS_CRON = os.environ.get("ANTMETER_PREDICTIONS_CRON", "*/5 * * * *")
 
@@ -49,8 +52,20 @@ def harvest_requests(instance: dg.DagsterInstance, now: pd.Timestamp) -> list[dg
             tags={SCHEDULE_TAG: "harvest_schedule"},
         )
         for day in days
-        for symbol in sorted(instance.get_dynamic_partitions(symbol_partitions.name))
+        for symbol in valid_symbol_partitions(instance)
     ]
+
+
+def valid_symbol_partitions(instance: dg.DagsterInstance) -> list[str]:
+    """The symbol partitions that follow the symbol rule, sorted; others (added around ``add_symbols``,
+    e.g. in the UI) are skipped with a warning instead of being harvested."""
+    valid = []
+    for symbol in sorted(instance.get_dynamic_partitions(symbol_partitions.name)):
+        try:
+            valid.append(validate_symbol(symbol, "symbol partition"))
+        except InvalidSymbolError as exc:
+            log.warning("not harvesting: %s", exc)
+    return valid
 
 
 @dg.schedule(

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import dagster as dg
 import pandas as pd
 
-from antmeter_assets.partitions import DEFAULT_SYMBOLS, START_DATE, symbol_day_key, symbol_partitions
+from antmeter.market.symbols import InvalidSymbolError, validate_symbols
+from antmeter_assets.partitions import DEFAULT_SYMBOLS, START_DATE, add_symbols, symbol_day_key
 
 
 @dataclass
@@ -58,17 +59,18 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-date", default=None, help="the last (live) day, default today UTC")
     args = parser.parse_args(argv)
 
+    try:
+        symbols = validate_symbols([s.strip().upper() for s in args.symbols.split(",") if s.strip()])
+    except InvalidSymbolError as exc:
+        parser.error(f"--symbols: {exc}")
     from antmeter_assets.definitions import defs
 
     started = time.monotonic()
     instance = dg.DagsterInstance.get()
-    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()]
+    add_symbols(instance, symbols)
     end = pd.Timestamp(args.end_date or pd.Timestamp.now(tz="UTC").date())
     first = max(end - pd.Timedelta(days=args.days), pd.Timestamp(START_DATE))
     days = [str(d.date()) for d in pd.date_range(first, end, freq="D")]
-    new = [s for s in symbols if not instance.has_dynamic_partition(symbol_partitions.name, s)]
-    if new:
-        instance.add_dynamic_partitions(symbol_partitions.name, new)
 
     job_names = [j.name for j in defs.resolve_all_job_defs()]
     phases = plan(

@@ -5,6 +5,7 @@ import pandas as pd
 
 from antmeter.market import quality
 from antmeter.market.candles import DayWindow
+from antmeter.market.symbols import InvalidSymbolError, path_under, validate_symbol
 from antmeter_assets.partitions import (
     daily_partitions,
     day_of,
@@ -21,6 +22,7 @@ OHLCV_CHECKS: list[tuple[str, str, bool]] = [
     ("ohlc_consistent", "low <= open, close <= high for every candle.", True),
     ("non_negative_volume", "Volume is never negative.", True),
     ("no_missing_values", "No NaN or infinite prices or volumes.", True),
+    ("on_interval_grid", "Every open time lies on the interval grid (no off-grid rows stored).", True),
     ("no_gaps", "Every minute of the (elapsed) day has a candle.", False),
     ("fresh_live_partition", "Today's partition has a candle closed within the staleness limit.", False),
 ]
@@ -53,11 +55,11 @@ def ohlcv(
     """
     symbol, day = symbol_and_day(context)
     now = utc_now()
-    frame = candles.fetch_day(symbol, day.start.date(), now, settings.interval)
+    frame, outages = candles.fetch_day_report(symbol, day.start.date(), now, settings.interval)
     market = store.get()
     written = market.upsert_candles(symbol, settings.interval, frame, source=candles.kind)
     stored = market.read_candles(symbol, settings.interval, day.start, day.end)
-    check_results = ohlcv_check_results(stored, day, now, settings)
+    check_results = ohlcv_check_results(stored, day, now, settings, outages)
     context.log.info(f"{symbol} {day.start.date()}: {written} candles upserted from {candles.kind}")
     return dg.MaterializeResult(
         metadata={
@@ -66,13 +68,18 @@ def ohlcv(
             "source": candles.kind,
             "first_open_time": str(stored["open_time"].min()) if len(stored) else "",
             "last_open_time": str(stored["open_time"].max()) if len(stored) else "",
+            "exchange_outages": dg.MetadataValue.json([str(o) for o in outages]),
         },
         check_results=check_results,
     )
 
 
 def ohlcv_check_results(
-    stored: pd.DataFrame, day: DayWindow, now: pd.Timestamp, settings: AntmeterSettings
+    stored: pd.DataFrame,
+    day: DayWindow,
+    now: pd.Timestamp,
+    settings: AntmeterSettings,
+    outages: tuple = (),
 ) -> list[dg.AssetCheckResult]:
     """Evaluate every OHLCV rule on the stored partition (the store is the source of truth)."""
     is_live = day.start <= now < day.end
@@ -82,7 +89,8 @@ def ohlcv_check_results(
         "ohlc_consistent": quality.ohlc_violations(stored),
         "non_negative_volume": quality.negative_volume(stored),
         "no_missing_values": quality.missing_values(stored),
-        "no_gaps": quality.gaps(stored, day.start, elapsed_end, settings.interval),
+        "on_interval_grid": quality.off_grid_open_times(stored, settings.interval),
+        "no_gaps": quality.gaps(stored, day.start, elapsed_end, settings.interval, outages),
         "fresh_live_partition": (
             quality.staleness(stored, now, settings.stale_after_minutes, settings.interval)
             if is_live
@@ -118,12 +126,23 @@ def candle_export(
     """One UTC day of candles per symbol as CSV and Parquet dumps (the files users sync elsewhere)."""
     day = day_of(context)
     market = store.get()
-    files, rows = {}, {}
+    files, rows, skipped = {}, {}, []
+    folder = path_under(settings.data_dir, "exports", f"date={day.start.date()}")
     for symbol in market.symbols():
+        try:
+            name = f"{validate_symbol(symbol, 'stored symbol')}-{settings.interval}"
+        except InvalidSymbolError as exc:
+            context.log.warning(f"not exported: {exc}")
+            skipped.append(symbol)
+            continue
         frame = market.read_candles(symbol, settings.interval, day.start, day.end)
-        base = settings.path("exports", f"date={day.start.date()}", f"{symbol}-{settings.interval}")
-        frame.to_parquet(base.with_suffix(".parquet"), index=False)
-        frame.to_csv(base.with_suffix(".csv"), index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
-        files[symbol] = dg.MetadataValue.path(str(base.with_suffix(".parquet")))
+        parquet, csv = path_under(folder, f"{name}.parquet"), path_under(folder, f"{name}.csv")
+        folder.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(parquet, index=False)
+        frame.to_csv(csv, index=False, date_format="%Y-%m-%dT%H:%M:%SZ")
+        files[symbol] = dg.MetadataValue.path(str(parquet))
         rows[symbol] = len(frame)
-    return dg.MaterializeResult(metadata={"rows": dg.MetadataValue.json(rows), **files})
+    metadata = {"rows": dg.MetadataValue.json(rows), **files}
+    if skipped:
+        metadata["skipped_symbols"] = dg.MetadataValue.json(skipped)
+    return dg.MaterializeResult(metadata=metadata)

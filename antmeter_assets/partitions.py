@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from antmeter.market.candles import DayWindow
+from antmeter.market.symbols import validate_symbol, validate_symbols
 
 START_DATE = os.environ.get("ANTMETER_START_DATE", "2024-01-01")
 DEFAULT_SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -28,10 +29,20 @@ with_previous_day = dg.MultiPartitionMapping(
 date_of_symbol_day = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="date")
 
 
+def add_symbols(instance: dg.DagsterInstance, symbols: list[str] | tuple[str, ...]) -> list[str]:
+    """Validate ``symbols`` (the symbol rule, ``ANTMETER_SYMBOL_PATTERN``) and add the new ones as symbol
+    partitions; returns those added. The one way in for symbols (main job, API)."""
+    valid = validate_symbols(symbols)
+    new = [s for s in valid if not instance.has_dynamic_partition(symbol_partitions.name, s)]
+    if new:
+        instance.add_dynamic_partitions(symbol_partitions.name, new)
+    return new
+
+
 def symbol_and_day(context: dg.AssetExecutionContext) -> tuple[str, DayWindow]:
-    """The (symbol, UTC day window) of a symbol × day partition."""
+    """The (symbol, UTC day window) of a symbol × day partition; an invalid symbol key raises."""
     keys = context.partition_key.keys_by_dimension
-    return keys["symbol"], DayWindow.of(keys["date"])
+    return validate_symbol(keys["symbol"], "symbol partition"), DayWindow.of(keys["date"])
 
 
 def day_of(context: dg.AssetExecutionContext) -> DayWindow:

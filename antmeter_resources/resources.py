@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import os
 import threading
 from pathlib import Path
@@ -17,8 +16,10 @@ import pandas as pd
 from pydantic import Field
 
 from antmeter.market.candles import DayWindow, closed_before, validate_candles
+from antmeter.market.redaction import get_logger, redact, redact_url, register_secret
+from antmeter.market.symbols import path_under, validate_symbol
 
-log = logging.getLogger("antmeter.resources")
+log = get_logger("antmeter.resources")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _STORES: dict[str, Any] = {}
@@ -108,6 +109,7 @@ class CandleSourceResource(dg.ConfigurableResource):
     signal_strength: float | None = None  # None: the simulator's default
     binance_base_url: str = "https://api.binance.com"
     binance_timeout_s: float = 10.0
+    binance_deadline_s: float = 300.0  # the whole fetch of one partition, retries and waits included
     file_dir: str | None = None
 
     def simulator_config(self):
@@ -125,7 +127,16 @@ class CandleSourceResource(dg.ConfigurableResource):
         self, symbol: str, day: dt.date | str, now: pd.Timestamp, interval: str = "1m"
     ) -> pd.DataFrame:
         """The closed candles of one UTC day for ``symbol`` (today's partition: up to ``now``)."""
+        return self.fetch_day_report(symbol, day, now, interval)[0]
+
+    def fetch_day_report(
+        self, symbol: str, day: dt.date | str, now: pd.Timestamp, interval: str = "1m"
+    ) -> tuple[pd.DataFrame, tuple]:
+        """(closed candles of one UTC day, exchange outages in it): outages are stretches the exchange
+        confirmed it has no candles for (only the ``binance`` source can report them)."""
+        validate_symbol(symbol)
         window = DayWindow.of(day)
+        outages: tuple = ()
         if self.kind == "simulator":
             from antmeter.market.simulator import simulate_day
 
@@ -133,27 +144,34 @@ class CandleSourceResource(dg.ConfigurableResource):
         elif self.kind == "binance":
             from antmeter.market.binance import BinanceConfig, BinanceKlinesClient
 
-            client = BinanceKlinesClient(
-                BinanceConfig(base_url=self.binance_base_url, timeout_s=self.binance_timeout_s)
+            config = BinanceConfig(
+                base_url=self.binance_base_url,
+                timeout_s=self.binance_timeout_s,
+                deadline_s=self.binance_deadline_s,
             )
-            candles = client.fetch_klines(symbol, interval, window.start, min(window.end, now), now=now)
+            with BinanceKlinesClient(config) as client:
+                report = client.fetch_klines_report(
+                    symbol, interval, window.start, min(window.end, now), now=now
+                )
+            candles, outages = report.candles, report.outages
         elif self.kind == "file":
-            candles = self._read_file(symbol)
+            candles = self._read_file(symbol, interval)
             in_day = (candles["open_time"] >= window.start) & (candles["open_time"] < window.end)
             candles = candles[in_day].reset_index(drop=True)
         else:
             raise ValueError(f"candle source kind must be simulator, binance or file, got {self.kind!r}")
-        return validate_candles(closed_before(candles, now, interval), source=f"{self.kind}:{symbol}:{day}")
+        source = f"{self.kind}:{symbol}:{day}"
+        return validate_candles(closed_before(candles, now, interval), source, interval, now=now), outages
 
-    def _read_file(self, symbol: str) -> pd.DataFrame:
+    def _read_file(self, symbol: str, interval: str) -> pd.DataFrame:
         from antmeter.market.file_import import read_candle_file
 
         if not self.file_dir:
             raise ValueError("candle source 'file' needs file_dir (env ANTMETER_CANDLE_FILE_DIR)")
         for suffix in (".parquet", ".csv"):
-            path = Path(self.file_dir) / f"{symbol}{suffix}"
+            path = path_under(self.file_dir, f"{validate_symbol(symbol)}{suffix}")
             if path.exists():
-                return read_candle_file(path)
+                return read_candle_file(path, interval)  # the wall clock bounds open times
         raise FileNotFoundError(f"no {symbol}.parquet or {symbol}.csv in {self.file_dir}")
 
 
@@ -227,11 +245,16 @@ class AlertWebhookResource(dg.ConfigurableResource):
         if not self.url:
             log.warning("alert (no webhook configured): %s", json.dumps(payload, default=str))
             return False
+        register_secret(self.url)  # a Slack-style webhook URL is itself the secret
         try:
             response = httpx.post(self.url, json=payload, timeout=self.timeout_s)
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            log.error("alert webhook failed: %s", exc)
+            if isinstance(exc, httpx.HTTPStatusError):
+                problem = f"HTTP {exc.response.status_code}"
+            else:
+                problem = redact(f"{type(exc).__name__}: {exc}")
+            log.error("alert webhook %s failed: %s", redact_url(self.url), problem)
             return False
         return True
 
@@ -274,6 +297,8 @@ def settings_overrides() -> dict[str, Any]:
 
 def resources_from_env() -> dict[str, dg.ConfigurableResource]:
     """The resources of the code location: embedded defaults, overridden by environment variables."""
+    for secret in ("CRYPTOPANIC_TOKEN", "NEWSAPI_KEY", "ANTMETER_ALERT_WEBHOOK_URL"):
+        register_secret(os.environ.get(secret))
     return {
         "settings": AntmeterSettings(
             data_dir=_env_or("ANTMETER_DATA_DIR", str(default_data_dir())), **settings_overrides()
@@ -282,6 +307,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
         "candles": CandleSourceResource(
             kind=_env_or("ANTMETER_CANDLE_SOURCE", "simulator"),
             binance_base_url=_env_or("ANTMETER_BINANCE_BASE_URL", "https://api.binance.com"),
+            binance_deadline_s=_env_float("ANTMETER_BINANCE_DEADLINE_S") or 300.0,
             file_dir=_env_or("ANTMETER_CANDLE_FILE_DIR", None),
             signal_flip_at=_env_or("ANTMETER_SIM_SIGNAL_FLIP_AT", None),
             signal_strength=_env_float("ANTMETER_SIM_SIGNAL_STRENGTH"),

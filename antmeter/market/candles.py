@@ -21,15 +21,25 @@ PRICE_COLUMNS = ["open", "high", "low", "close"]
 CANDLE_COLUMNS = ["open_time", *PRICE_COLUMNS, "volume"]
 DEFAULT_INTERVAL = "1m"
 
+_UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
 _INTERVALS = {"1m": pd.Timedelta(minutes=1), "5m": pd.Timedelta(minutes=5), "1h": pd.Timedelta(hours=1)}
 
 
+EARLIEST_OPEN_TIME = pd.Timestamp("2009-01-01", tz="UTC")  # before any exchange traded crypto
+
+
 class CandleValidationError(ValueError):
-    """A candle row that must not be stored, naming the row, the field and the reason."""
+    """A candle row (or file) that must not be stored, naming the source, the row, the field and the reason.
+
+    ``row`` and ``field`` are ``"-"`` for a problem of the whole source (an unreadable file).
+    """
 
     def __init__(self, source: str, row: int | str, field: str, reason: str):
         self.source, self.row, self.field, self.reason = source, row, field, reason
-        super().__init__(f"{source}: row {row}, field {field!r}: {reason}")
+        if row == "-" and field == "-":
+            super().__init__(f"{source}: {reason}")
+        else:
+            super().__init__(f"{source}: row {row}, field {field!r}: {reason}")
 
 
 def interval_timedelta(interval: str) -> pd.Timedelta:
@@ -49,50 +59,85 @@ def empty_candles() -> pd.DataFrame:
     return frame[CANDLE_COLUMNS]
 
 
-def validate_candles(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Return ``frame`` in canonical form (sorted, UTC, float64), or raise on the first bad row.
+def validate_candles(
+    frame: pd.DataFrame,
+    source: str,
+    interval: str = DEFAULT_INTERVAL,
+    *,
+    now: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """The candle contract, shared by every source (simulator, Binance, files, API input).
 
-    Rejected: missing columns, naive or unparseable times, duplicate open times, NaN/inf values,
-    negative volume, non-positive prices and OHLC inconsistency (low <= open, close <= high).
+    Returns ``frame`` in canonical form (sorted, UTC, float64) or raises
+    :class:`CandleValidationError` naming ``source``, the first bad row and its field. Rejected:
+    missing columns; open times that are naive, missing (NaT), off the ``interval`` grid, before
+    2009-01-01 or after ``now`` (default: the wall clock) plus one interval, or duplicated; boolean
+    or non-numeric values; NaN/inf; prices that are not positive; ``high`` below ``max(open,
+    close)``; ``low`` above ``min(open, close)``; negative volume. Price jumps are not limited.
     """
+    step = interval_timedelta(interval)
     missing = [c for c in CANDLE_COLUMNS if c not in frame.columns]
     if missing:
         raise CandleValidationError(source, "-", ",".join(missing), "missing column(s)")
-    out = frame[CANDLE_COLUMNS].copy()
+    out = frame[CANDLE_COLUMNS].reset_index(drop=True)
     times = out["open_time"]
     if not isinstance(times.dtype, pd.DatetimeTZDtype):
         raise CandleValidationError(
             source, "-", "open_time", f"must be timezone-aware UTC, got {times.dtype}"
         )
-    out["open_time"] = times.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    times = times.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    _raise_first(source, times.isna().to_numpy(), times, "open_time", "missing open time (NaT)")
+    out = pd.DataFrame({"open_time": times})
     for col in [*PRICE_COLUMNS, "volume"]:
-        values = pd.to_numeric(out[col], errors="coerce").astype("float64")
-        bad = ~np.isfinite(values.to_numpy())
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise CandleValidationError(
-                source, _row_label(out, i), col, f"not a finite number: {frame[col].iloc[i]!r}"
-            )
-        out[col] = values
+        out[col] = _finite_numbers(frame[col].reset_index(drop=True), source, times, col)
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
+    since_epoch = (times - _UNIX_EPOCH).to_numpy().astype("int64")
     checks = [
-        ("volume", out["volume"] < 0, "negative volume"),
-        ("low", out["low"] <= 0, "non-positive price"),
-        ("low", out["low"] > out[["open", "close"]].min(axis=1), "low above open/close"),
-        ("high", out["high"] < out[["open", "close"]].max(axis=1), "high below open/close"),
+        ("open_time", (since_epoch % step.value) != 0, f"not on the {interval} interval grid"),
+        ("open_time", (times < EARLIEST_OPEN_TIME).to_numpy(), f"before {EARLIEST_OPEN_TIME.date()}"),
+        ("open_time", (times > now + step).to_numpy(), f"after now ({now}) plus one interval"),
+        *((col, (out[col] <= 0).to_numpy(), "price not positive") for col in PRICE_COLUMNS),
+        ("volume", (out["volume"] < 0).to_numpy(), "negative volume"),
+        ("low", (out["low"] > out[["open", "close"]].min(axis=1)).to_numpy(), "low above open/close"),
+        ("high", (out["high"] < out[["open", "close"]].max(axis=1)).to_numpy(), "high below open/close"),
+        ("open_time", times.duplicated().to_numpy(), "duplicate open time"),
     ]
     for field, mask, reason in checks:
-        if mask.any():
-            i = int(np.flatnonzero(mask.to_numpy())[0])
-            raise CandleValidationError(source, _row_label(out, i), field, reason)
-    dup = out["open_time"].duplicated()
-    if dup.any():
-        i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise CandleValidationError(source, _row_label(out, i), "open_time", "duplicate open time")
+        _raise_first(source, mask, times, field, reason)
     return out.sort_values("open_time", kind="stable").reset_index(drop=True)
 
 
-def _row_label(frame: pd.DataFrame, i: int) -> str:
-    return f"{i} (open_time={frame['open_time'].iloc[i]})"
+def _finite_numbers(values: pd.Series, source: str, times: pd.Series, field: str) -> pd.Series:
+    """``values`` as float64; booleans, non-numbers, NaN and inf raise naming the first bad row."""
+    if pd.api.types.is_bool_dtype(values.dtype):
+        _raise_first(source, np.ones(len(values), bool), times, field, "boolean, not a number")
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) != "string":
+        boolean = values.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        _raise_first(source, boolean, times, field, "boolean, not a number")
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = ~np.isfinite(numbers.to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CandleValidationError(
+            source, _row_label(times, i), field, f"not a finite number: {values.iloc[i]!r}"
+        )
+    return numbers
+
+
+def _raise_first(source: str, mask: np.ndarray, times: pd.Series, field: str, reason: str) -> None:
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise CandleValidationError(source, _row_label(times, i), field, reason)
+
+
+def _row_label(times: pd.Series, i: int) -> str:
+    return f"{i} (open_time={times.iloc[i]})"
+
+
+def off_grid(candles: pd.DataFrame, interval: str = DEFAULT_INTERVAL) -> pd.Series:
+    """Boolean mask of candles whose open time is not on the ``interval`` grid."""
+    since_epoch = (candles["open_time"] - _UNIX_EPOCH).to_numpy().astype("int64")
+    return pd.Series(since_epoch % interval_timedelta(interval).value != 0, index=candles.index)
 
 
 @dataclass(frozen=True)

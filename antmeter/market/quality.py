@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from antmeter.market.candles import interval_timedelta
+from antmeter.market.candles import interval_timedelta, off_grid
 
 
 @dataclass(frozen=True)
@@ -25,18 +26,39 @@ def duplicate_open_times(candles: pd.DataFrame) -> QualityResult:
 
 
 def gaps(
-    candles: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp, interval: str = "1m"
+    candles: pd.DataFrame,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    interval: str = "1m",
+    outages: Sequence[object] = (),
 ) -> QualityResult:
-    """Missing candles in ``[start, end)``: count and where (as runs of missing minutes)."""
+    """Missing candles in ``[start, end)``: count and where (as runs of missing minutes).
+
+    ``outages`` (e.g. :class:`~antmeter.market.binance.ExchangeOutage`, shown with ``str``) are stretches
+    the source confirmed it has no candles for; they are listed so a gap can be told from a lost page.
+    """
     step = interval_timedelta(interval)
     expected = pd.date_range(start, end - step, freq=step, tz="UTC") if end > start else pd.DatetimeIndex([])
     missing = expected.difference(pd.DatetimeIndex(candles["open_time"]))
     runs = _runs(missing, step)
+    summary = f"{len(missing)} missing candles in {len(runs)} gap(s)"
+    if outages:
+        summary += f"; {len(outages)} confirmed exchange outage(s)"
     return QualityResult(
         len(missing) == 0,
-        f"{len(missing)} missing candles in {len(runs)} gap(s)",
-        {"missing": len(missing), "gaps": [f"{a} .. {b}" for a, b in runs[:20]]},
+        summary,
+        {
+            "missing": len(missing),
+            "gaps": [f"{a} .. {b}" for a, b in runs[:20]],
+            "exchange_outages": [str(o) for o in outages[:20]],
+        },
     )
+
+
+def off_grid_open_times(candles: pd.DataFrame, interval: str = "1m") -> QualityResult:
+    """Candles whose open time is not on the interval grid (e.g. stored before the grid was enforced)."""
+    bad = candles.loc[off_grid(candles, interval).to_numpy(), "open_time"]
+    return QualityResult(bad.empty, f"{len(bad)} candles off the {interval} grid", {"examples": _times(bad)})
 
 
 def ohlc_violations(candles: pd.DataFrame) -> QualityResult:

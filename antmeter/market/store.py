@@ -52,6 +52,7 @@ from psycopg2.errors import UniqueViolation
 from sqlalchemy.dialects import postgresql, sqlite
 
 from antmeter.market.candles import CANDLE_COLUMNS, empty_candles, interval_timedelta, validate_candles
+from antmeter.market.symbols import validate_symbol
 
 _UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
 _ONE_MICROSECOND = pd.Timedelta(microseconds=1)
@@ -62,6 +63,17 @@ _MIGRATION_LOCK_KEY = 0x616E746D6574  # "antmet": the pg_advisory_xact_lock key 
 _BEGIN_OPTION = "antmeter_sqlite_begin"
 _PG_UNIQUE_VIOLATION = "23505"
 _KEY_BOX_MAX_TEXTS = 64  # distinct values of a text key column listed in a key box (see _key_box)
+# Server-side limits for every PostgreSQL session of the store: a writer that died mid-transaction
+# (kill -9) releases its row locks within the idle timeout, a blocked writer gives up instead of queueing
+# forever, and no statement runs unbounded.
+PG_SESSION_TIMEOUTS = {
+    "lock_timeout": "30s",
+    "statement_timeout": "10min",
+    "idle_in_transaction_session_timeout": "5s",
+}
+# SQLite: after a write of at least this many rows, checkpoint the WAL back into the database file and
+# truncate it (otherwise it stays at the size of the largest write until the next checkpoint).
+SQLITE_CHECKPOINT_ROWS = 50_000
 # Planner settings for the merge statements (SET LOCAL: they end with the write transaction). The stage
 # table has no statistics and a freshly vacuumed empty target reports 0 rows, which can make the planner
 # pick a nested loop that seq-scans the target once per staged row (quadratic, minutes for 250k rows).
@@ -549,6 +561,11 @@ def _enable_wal(cursor: sqlite3.Cursor) -> None:
             time.sleep(0.01)
 
 
+def _pg_session_options() -> str:
+    """libpq ``options`` that set :data:`PG_SESSION_TIMEOUTS` on each new session."""
+    return " ".join(f"-c {name}={value}" for name, value in PG_SESSION_TIMEOUTS.items())
+
+
 def _on_sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_BEGIN_OPTION, 'DEFERRED')}")
 
@@ -570,7 +587,9 @@ class MarketStore:
             sa.event.listen(self.engine, "connect", _on_sqlite_connect)
             sa.event.listen(self.engine, "begin", _on_sqlite_begin)
         else:
-            self.engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self.engine = sa.create_engine(
+                self.url, pool_pre_ping=True, connect_args={"options": _pg_session_options()}
+            )
         self._writer = self.engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         self._schema_checked = False
 
@@ -639,17 +658,19 @@ class MarketStore:
     def upsert_candles(self, symbol: str, interval: str, candles: pd.DataFrame, source: str) -> int:
         """Validate and upsert one symbol's candles in one transaction; returns the number of rows written."""
         interval_timedelta(interval)
-        for name, value in (("symbol", symbol), ("source", source)):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"ohlcv: {name} must be a non-empty string, got {value!r}")
-        canonical = validate_candles(candles, source)
+        validate_symbol(symbol, "ohlcv: symbol")
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"ohlcv: source must be a non-empty string, got {source!r}")
+        canonical = validate_candles(candles, source, interval)
         frame = canonical.assign(
             symbol=symbol,
             interval=interval,
             source=source,
             ingested_at=pd.Timestamp.now(tz="UTC").floor("us"),
         )
-        return self._upsert(OHLCV, _normalize(OHLCV, frame[[c.name for c in OHLCV.columns]]))
+        written = self._upsert(OHLCV, _normalize(OHLCV, frame[[c.name for c in OHLCV.columns]]))
+        self._checkpoint_after(written)
+        return written
 
     def read_candles(
         self,
@@ -692,9 +713,24 @@ class MarketStore:
         columns = _normalize(target, frame)
         if target is OHLCV:
             for (symbol, interval), group in frame.groupby(["symbol", "interval"], sort=False):
-                interval_timedelta(interval)
-                validate_candles(group, f"ohlcv {symbol} {interval}")
-        return self._upsert(target, columns)
+                validate_symbol(symbol, "ohlcv: symbol")
+                validate_candles(group, f"ohlcv {symbol} {interval}", interval)
+        written = self._upsert(target, columns)
+        self._checkpoint_after(written)
+        return written
+
+    def _checkpoint_after(self, written: int) -> None:
+        """SQLite: checkpoint and truncate the WAL after a large write (see :data:`SQLITE_CHECKPOINT_ROWS`).
+
+        Best effort: with readers still on old snapshots SQLite checkpoints what it can and the next
+        large write tries again."""
+        if self.dialect != "sqlite" or written < SQLITE_CHECKPOINT_ROWS:
+            return
+        connection = self.engine.raw_connection()  # outside any transaction (the driver autocommits)
+        try:
+            connection.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            connection.close()
 
     def read_frame(
         self,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import calendar
 import html
-import logging
 import os
 import re
 import time
@@ -22,6 +21,7 @@ import feedparser
 import httpx
 import pandas as pd
 
+from antmeter.market.redaction import get_logger, redact, register_secret
 from antmeter.news.articles import (
     DEFAULT_SYMBOL_ALIASES,
     DEFAULT_SYMBOLS,
@@ -50,7 +50,7 @@ __all__ = [
     "tag_symbols",
 ]
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_RSS_FEEDS: tuple[str, ...] = (
     "https://www.coindesk.com/arc/outboundfeeds/rss/",
@@ -114,7 +114,8 @@ def _parse_time(value: Any) -> pd.Timestamp:
 
 
 def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
+    register_secret(secret)
+    return redact(text)
 
 
 def _json_body(response: httpx.Response) -> Any:
@@ -252,6 +253,7 @@ class CryptoPanicClient(_HttpSource):
         if max_pages < 1:
             raise ValueError(f"CryptoPanicClient: max_pages must be >= 1, got {max_pages}")
         super().__init__(http, timeout_s, symbols, aliases)
+        register_secret(token)  # CryptoPanic takes it only as the auth_token query parameter: mask it in logs
         self._token = token
         self.base_url = base_url.rstrip("/")
         self.currencies = tuple(currencies) if currencies else tuple(base_asset(s) for s in symbols)
@@ -368,7 +370,8 @@ class NewsApiClient(_HttpSource):
         if not api_key:
             raise ValueError("NewsApiClient: api_key is empty (set NEWSAPI_KEY)")
         super().__init__(http, timeout_s, symbols, aliases)
-        self._api_key = api_key
+        register_secret(api_key)
+        self._api_key = api_key  # sent in the X-Api-Key header, never in the URL
         self.base_url = base_url.rstrip("/")
         self.query, self.page_size = query, page_size
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -355,3 +356,61 @@ def test_features_and_labels_follow_candles_only_after_blocking_checks_pass(
     )
     assert requested(tick, "features") == {f"{TODAY}|ETHUSDT"}
     assert requested(tick, "labels") == {f"{TODAY}|ETHUSDT", f"{YESTERDAY}|ETHUSDT"}
+
+
+def test_alert_webhook_failure_never_logs_the_webhook_secret(caplog):
+    """A Slack-style webhook URL is itself the secret: neither our log line nor httpx's may show it."""
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/services/T0000/B0000/s3cr3tW3bh00kT0ken"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            assert not AlertWebhookResource(url=url, timeout_s=2.0).post({"event": "x"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"alert webhook http://127.0.0.1:{port}/*** failed: HTTP 500" in caplog.messages
+    assert any(r.name == "httpx" for r in caplog.records)  # httpx logged the request ...
+    assert "s3cr3t" not in caplog.text  # ... with the secret masked
+
+
+# -- symbols: one rule where partitions are added and harvested ----------------------------------
+
+
+def test_add_symbols_validates_before_adding_partitions(persistent):
+    from antmeter.market.symbols import InvalidSymbolError
+    from antmeter_assets.partitions import add_symbols
+
+    assert add_symbols(persistent, ["SOLUSDT", "BTCUSDT", "SOLUSDT"]) == ["SOLUSDT"]
+    for hostile in ("../../../escaped", "BTC.A", "BTC\x00USDT"):
+        with pytest.raises(InvalidSymbolError, match="ANTMETER_SYMBOL_PATTERN"):
+            add_symbols(persistent, ["XRPUSDT", hostile])  # all or nothing
+    assert sorted(persistent.get_dynamic_partitions("symbols")) == ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
+
+
+def test_harvest_skips_partition_keys_outside_the_symbol_rule(persistent, caplog):
+    persistent.add_dynamic_partitions("symbols", ["../../../escaped"])  # e.g. added in the UI
+    with caplog.at_level(logging.WARNING, logger="antmeter_assets.automation"):
+        keys = harvest_keys(persistent, dt.datetime(2024, 1, 3, 12, 0, tzinfo=UTC))
+    assert keys == ["2024-01-03|BTCUSDT", "2024-01-03|ETHUSDT"]
+    assert any("not a valid symbol" in m for m in caplog.messages)
+
+
+def test_main_job_refuses_invalid_symbols(capsys):
+    from antmeter_assets import main_job
+
+    with pytest.raises(SystemExit) as exited:
+        main_job.run(["--symbols", "BTCUSDT,../../etc", "--days", "0"])
+    assert exited.value.code == 2
+    assert "--symbols" in capsys.readouterr().err

@@ -233,3 +233,69 @@ def test_malformed_source_row_fails_the_run_and_writes_nothing(pipeline):
     assert "BTCUSDT.csv" in message
     pd.testing.assert_frame_equal(pipeline.market().read_candles(SYMBOL, "1m"), before)
     assert check_results(result) == {}
+
+
+# -- issue 12: off-grid rows, exchange outages, symbols --------------------------------------------
+
+
+def test_off_grid_row_already_in_the_store_fails_on_interval_grid(any_store_pipeline):
+    pipeline = any_store_pipeline
+    file_source(pipeline, day_candles(n=600))
+    off_grid = pd.Timestamp(f"{DAY} 15:00:30", tz="UTC")  # stored before the grid was enforced
+    pipeline.market()
+    pipeline.insert_raw_candles(
+        [{"open_time": off_grid, "open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 1.0}]
+    )
+    result = pipeline.materialize([market.ohlcv], symbol_day(DAY))
+    assert not result.success
+    checks = check_results(result)
+    grid = checks["on_interval_grid"]
+    assert not grid.passed and grid.severity == dg.AssetCheckSeverity.ERROR
+    assert grid.metadata["examples"].value == [str(off_grid)]
+    assert all(checks[name].passed for name in BLOCKING - {"on_interval_grid"})
+
+
+def test_exchange_outage_is_recorded_in_metadata_and_the_gaps_check(pipeline):
+    from antmeter_tests.servers.binance_server import FakeBinance, make_klines
+
+    start_ms = int(pd.Timestamp(DAY, tz="UTC").timestamp() * 1000)
+    rows = make_klines(start_ms, 1440, seed=4)
+    del rows[300:360]  # the exchange was down 05:00-06:00
+    with FakeBinance({(SYMBOL, "1m"): rows}) as exchange:
+        pipeline.use_candles(CandleSourceResource(kind="binance", binance_base_url=exchange.base_url))
+        result = pipeline.materialize([market.ohlcv], symbol_day(DAY))
+    assert result.success  # an outage is not an error
+    outage = "2024-01-02 05:00:00+00:00 .. 2024-01-02 06:00:00+00:00"
+    meta = result.asset_materializations_for_node("ohlcv")[0].metadata
+    assert meta["rows"].value == 1380 and meta["exchange_outages"].value == [outage]
+    gap = check_results(result)["no_gaps"]
+    assert not gap.passed and gap.metadata["missing"].value == 60
+    assert gap.metadata["exchange_outages"].value == [outage]
+    assert "1 confirmed exchange outage" in gap.description
+
+
+def test_symbol_partition_outside_the_rule_reads_and_writes_nothing(pipeline, tmp_path):
+    escaped = "../../../escaped"
+    (tmp_path / "escaped.csv").write_text("must never be read")
+    pipeline.instance.add_dynamic_partitions("symbols", [escaped])
+    file_source(pipeline, day_candles(n=60))
+    result = pipeline.materialize([market.ohlcv], symbol_day(DAY, symbol=escaped))
+    assert not result.success
+    assert "not a valid symbol" in step_error(result)
+    assert pipeline.market().symbols() == []
+
+
+def test_candle_export_skips_stored_symbols_outside_the_rule(pipeline):
+    pipeline.market()
+    good = {"open": 100.0, "high": 101.0, "low": 99.0, "close": 100.5, "volume": 1.0}
+    pipeline.insert_raw_candles([{"open_time": pd.Timestamp(f"{DAY} 01:00", tz="UTC"), **good}])
+    pipeline.insert_raw_candles(
+        [{"open_time": pd.Timestamp(f"{DAY} 01:00", tz="UTC"), **good}], symbol="../../outside"
+    )
+    result = pipeline.materialize([market.candle_export], DAY)
+    assert result.success
+    meta = result.asset_materializations_for_node("candle_export")[0].metadata
+    assert meta["rows"].value == {SYMBOL: 1} and meta["skipped_symbols"].value == ["../../outside"]
+    exports = pipeline.data_dir / "exports" / f"date={DAY}"
+    assert sorted(p.name for p in exports.iterdir()) == [f"{SYMBOL}-1m.csv", f"{SYMBOL}-1m.parquet"]
+    assert not (pipeline.data_dir / "outside-1m.csv").exists()

@@ -13,7 +13,8 @@ What it reproduces:
 * an ``X-MBX-USED-WEIGHT-1M`` header on every response, a per-minute weight window keyed by the
   server's clock, and HTTP 429 + ``Retry-After`` when a request would exceed the limit;
 * scripted :class:`Fault` s consumed one per klines request: 429/418 with ``Retry-After``, 5xx,
-  slow responses (to trigger client timeouts) and corrupted rows.
+  slow responses (to trigger client timeouts), bodies trickled a few bytes at a time (each chunk
+  inside any read timeout) and corrupted, truncated or emptied pages.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Fault:
     delay_s: float = 0.0
     mutate: Callable[[list[Kline]], None] | None = None
     body: dict[str, Any] | None = None
+    trickle_s: float = 0.0  # pause between 16-byte chunks of the body
 
     @classmethod
     def none(cls) -> Fault:
@@ -119,6 +121,19 @@ class Fault:
     @classmethod
     def corrupt(cls, mutate: Callable[[list[Kline]], None]) -> Fault:
         return cls(mutate=mutate)
+
+    @classmethod
+    def truncated(cls, keep: int) -> Fault:
+        """Serve only the first ``keep`` rows of the page (``keep=0``: an empty page)."""
+
+        def cut(rows: list[Kline]) -> None:
+            del rows[keep:]
+
+        return cls(mutate=cut)
+
+    @classmethod
+    def trickle(cls, pause_s: float) -> Fault:
+        return cls(trickle_s=pause_s)
 
 
 class FakeBinance:
@@ -219,7 +234,7 @@ class FakeBinance:
         if status == 200:
             with self._lock:
                 self.sent_rows.append(len(body))
-        self._send(handler, status, body, weight_headers)
+        self._send(handler, status, body, weight_headers, trickle_s=fault.trickle_s)
 
     def _charge_weight(self) -> tuple[dict[str, str], int | None]:
         """Count this request against the minute window; return headers and a wait if over the limit."""
@@ -264,7 +279,14 @@ class FakeBinance:
         rows = rows[:limit] if start is not None or end is None else rows[-limit:]
         return 200, copy.deepcopy(rows)
 
-    def _send(self, handler: BaseHTTPRequestHandler, status: int, body: Any, headers: dict[str, str]) -> None:
+    def _send(
+        self,
+        handler: BaseHTTPRequestHandler,
+        status: int,
+        body: Any,
+        headers: dict[str, str],
+        trickle_s: float = 0.0,
+    ) -> None:
         payload = json.dumps(body, separators=(",", ":")).encode()
         with self._lock:
             self.statuses.append(status)
@@ -274,4 +296,10 @@ class FakeBinance:
         for name, value in headers.items():
             handler.send_header(name, value)
         handler.end_headers()
-        handler.wfile.write(payload)
+        if not trickle_s:
+            handler.wfile.write(payload)
+            return
+        for offset in range(0, len(payload), 16):
+            handler.wfile.write(payload[offset : offset + 16])
+            handler.wfile.flush()
+            time.sleep(trickle_s)

@@ -97,11 +97,72 @@ def test_pages_through_2500_candles_contiguously(make_client, exchange, fake_tim
     assert fake_time.sleeps == []
 
 
-def test_short_page_ends_paging_when_data_runs_out(make_client, exchange, source_rows):
-    candles = make_client().fetch_klines(SYMBOL, "1m", T0 + 1700 * MINUTE, T0 + 5000 * MINUTE)
+def test_paging_ends_when_the_exchange_has_no_more_data(make_client, exchange, fake_time, source_rows):
+    report = make_client().fetch_klines_report(SYMBOL, "1m", T0 + 1700 * MINUTE, T0 + 5000 * MINUTE)
 
-    pd.testing.assert_frame_equal(candles, _expected(source_rows[1700:]))
-    assert exchange.sent_rows == [800]  # a short page means there is nothing more: no second request
+    pd.testing.assert_frame_equal(report.candles, _expected(source_rows[1700:]))
+    # a short page is followed up; an empty answer is asked once more, then taken as "no more data"
+    assert exchange.sent_rows == [800, 0, 0]
+    # the candles that should have closed by now but do not exist are recorded, not raised
+    assert [(o.start, o.end) for o in report.outages] == [
+        (T0 + SERIES_LENGTH * MINUTE, T0 + pd.Timedelta(days=3))
+    ]
+
+
+def test_truncated_page_is_followed_up_until_the_end_is_covered(make_client, exchange, source_rows):
+    exchange.faults = [Fault.none(), Fault.truncated(600)]  # the second page comes back cut to 600 rows
+
+    report = make_client().fetch_klines_report(SYMBOL, "1m", T0, T0 + SERIES_LENGTH * MINUTE)
+
+    pd.testing.assert_frame_equal(report.candles, _expected(source_rows))  # not 1,600 of 2,500
+    assert report.outages == ()
+    assert exchange.sent_rows == [1000, 600, 900]
+
+
+def test_transient_empty_page_mid_range_is_asked_again(make_client, exchange, source_rows):
+    exchange.faults = [Fault.none(), Fault.truncated(0)]
+
+    report = make_client().fetch_klines_report(SYMBOL, "1m", T0, T0 + SERIES_LENGTH * MINUTE)
+
+    pd.testing.assert_frame_equal(report.candles, _expected(source_rows))
+    assert report.outages == ()
+
+
+def test_exchange_outage_is_recorded_not_raised(make_client, exchange, source_rows):
+    del source_rows[1200:1290]  # the exchange itself has no candles for 90 minutes
+
+    report = make_client().fetch_klines_report(SYMBOL, "1m", T0, T0 + SERIES_LENGTH * MINUTE)
+
+    pd.testing.assert_frame_equal(report.candles, _expected(source_rows))
+    assert [(o.start, o.end) for o in report.outages] == [(T0 + 1200 * MINUTE, T0 + 1290 * MINUTE)]
+    # the request that started inside the gap confirmed it: its first candle opened after the gap
+    assert int(exchange.requests[2]["startTime"]) == T0_MS + 1200 * 60_000
+
+
+def test_trickling_server_is_cut_off_by_the_fetch_deadline(make_client, exchange):
+    exchange.faults = [Fault.trickle(0.05)]  # ~100 kB at 16 bytes per 50 ms: minutes, every read in time
+
+    started = time.monotonic()
+    with pytest.raises(BinanceError, match="deadline_s=1"):
+        make_client(timeout_s=1.0, deadline_s=1.0).fetch_klines(SYMBOL, "1m", T0, T0 + 1000 * MINUTE)
+    assert time.monotonic() - started < 3.0
+
+
+def test_total_retry_wait_is_capped(make_client, exchange, fake_time):
+    exchange.faults = [Fault.rate_limited(retry_after=100)] * 6
+
+    with pytest.raises(BinanceError, match="max_total_retry_wait_s=150"):
+        make_client(max_total_retry_wait_s=150).fetch_klines(SYMBOL, "1m", T0, T0 + 100 * MINUTE)
+    assert fake_time.sleeps == [100.0]  # not 5 x 100 s
+
+
+def test_huge_open_time_is_a_named_row_error(make_client, exchange):
+    exchange.faults = [Fault.corrupt(_set(2, 0, 10**20))]
+
+    with pytest.raises(CandleValidationError) as info:
+        make_client().fetch_klines(SYMBOL, "1m", T0, T0 + 10 * MINUTE)
+    assert info.value.field == "open_time" and "page 0" in info.value.source
+    assert str(info.value.row).startswith("2") and "outside the requested window" in info.value.reason
 
 
 def test_window_is_half_open_and_needs_one_request(make_client, exchange, source_rows):

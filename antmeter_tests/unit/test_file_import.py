@@ -195,3 +195,154 @@ def test_unsupported_suffix_and_missing_file(tmp_path):
         read_candle_file(path)
     with pytest.raises(FileNotFoundError):
         read_candle_file(tmp_path / "nope.csv")
+
+
+# -- issue 12: grid, row shape, close_time, NaT, booleans, wrapped reader errors -----------------
+
+
+def test_off_grid_rows_are_rejected_for_the_interval(tmp_path):
+    times = [t.isoformat() for t in _expected()["open_time"]]
+    times[3] = times[3].replace(":00+00:00", ":30+00:00")  # 00:01:30 between two minute candles
+    path = tmp_path / "half_minute.csv"
+    _named("timestamp", times).to_csv(path, index=False)
+    with pytest.raises(CandleValidationError, match=r"half_minute\.csv: row 3 .*'open_time': not on the 1m"):
+        read_candle_file(path)
+    minute_rows = tmp_path / "minutes.csv"
+    _named("timestamp", [t.isoformat() for t in _expected()["open_time"]]).to_csv(minute_rows, index=False)
+    with pytest.raises(CandleValidationError, match=r"row 0 .*not on the 1h interval grid"):
+        read_candle_file(minute_rows, "1h")
+
+
+@pytest.mark.parametrize("cut", range(1, 60))
+def test_truncated_last_dump_line_is_rejected_at_every_cut(tmp_path, cut):
+    lines = _dump_lines(1)
+    lines[-1] = lines[-1][:-cut]  # the file ends inside its last line
+    path = tmp_path / "cut.csv"
+    path.write_text("\n".join(lines))  # no final newline, as a cut download
+    with pytest.raises(CandleValidationError) as info:
+        read_candle_file(path)
+    assert info.value.source == str(path) and str(info.value.row).startswith("4")
+
+
+def test_dump_close_time_must_match_open_time(tmp_path):
+    path = _write(tmp_path / "close.csv", _bad_cell(_dump_lines(1), 2, 6, str(T0_MS + 3 * 60_000)))
+    with pytest.raises(CandleValidationError) as info:
+        read_candle_file(path)
+    assert (info.value.field, str(info.value.row)) == ("close_time", "2 (line 3)")
+    assert "open_time + 1m - 1 unit" in info.value.reason
+
+
+def test_dump_with_extra_field_names_the_line(tmp_path):
+    lines = _dump_lines(1)
+    lines[2] += ",7"
+    path = _write(tmp_path / "extra.csv", lines)
+    with pytest.raises(
+        CandleValidationError,
+        match=r"extra\.csv: row 2 \(line 3\), field 'ignore': line has 13 fields; expected 12",
+    ):
+        read_candle_file(path)
+
+
+def test_nat_open_time_in_parquet_names_file_and_row(tmp_path):
+    times = _expected()["open_time"].copy()
+    times.iloc[2] = pd.NaT
+    path = tmp_path / "nat.parquet"
+    _named("timestamp", list(times)).assign(timestamp=times.to_numpy()).to_parquet(path)
+    with pytest.raises(CandleValidationError) as info:
+        read_candle_file(path)
+    assert info.value.source == str(path) and info.value.field == "open_time"
+    assert str(info.value.row).startswith("2") and "NaT" in info.value.reason
+
+
+@pytest.mark.parametrize("column", ["open", "volume"])
+def test_boolean_price_or_volume_column_is_rejected(tmp_path, column):
+    frame = _named("timestamp", list(_expected()["open_time"]))
+    frame[column] = True
+    path = tmp_path / "bool.parquet"
+    frame.to_parquet(path)
+    with pytest.raises(CandleValidationError, match=rf"bool\.parquet: row 0 .*'{column}': boolean"):
+        read_candle_file(path)
+
+
+def _gzip_cut(tmp_path: Path) -> Path:
+    import gzip
+
+    data = gzip.compress(("\n".join(_dump_lines(1)) + "\n").encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _zip_two_members(tmp_path: Path) -> Path:
+    path = tmp_path / "two.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", "\n".join(_dump_lines(1)))
+        archive.writestr("b.csv", "\n".join(_dump_lines(1)))
+    return path
+
+
+def _broken_parquet(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.parquet"
+    _named("timestamp", list(_expected()["open_time"])).to_parquet(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+    return path
+
+
+def _undecodable(tmp_path: Path) -> Path:
+    path = tmp_path / "latin1.csv"
+    lines = _dump_lines(1)
+    path.write_bytes(("\n".join(lines[:3]) + "\n").encode() + b"\xff\xfe,1\n")
+    return path
+
+
+def _unclosed_quote(tmp_path: Path) -> Path:
+    path = tmp_path / "quote.csv"
+    path.write_text('"timestamp,open,high,low,close,volume\n2024-12-31T23:58:00Z,1,2,0.5,1.5,3\n')
+    return path
+
+
+def _huge_epoch(tmp_path: Path) -> Path:
+    return _write(tmp_path / "huge.csv", _bad_cell(_dump_lines(1), 1, 0, "100000000000000000000"))
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (_gzip_cut, r"cut\.csv\.gz: .*expected a complete gzip-compressed CSV"),
+        (
+            _zip_two_members,
+            r"two\.zip: 2 members \(a\.csv, b\.csv\); expected a zip archive with exactly one",
+        ),
+        (_broken_parquet, r"broken\.parquet: .*expected an Apache Parquet file"),
+        (_undecodable, r"latin1\.csv: row - \(line 4\).*0xff .*not UTF-8 text"),
+        (_unclosed_quote, r"quote\.csv: .*balanced quotes"),
+        (_huge_epoch, r"huge\.csv: row 1 \(line 2\), field 'open_time': epoch value '100000000000000000000'"),
+    ],
+    ids=["corrupt_gz", "multi_member_zip", "broken_parquet", "undecodable", "unclosed_quote", "1e20_epoch"],
+)
+def test_reader_failures_name_the_file_and_what_was_expected(tmp_path, make, expected):
+    path = make(tmp_path)
+    with pytest.raises(CandleValidationError, match=expected) as info:
+        read_candle_file(path)
+    assert info.value.source == str(path)
+
+
+def test_trailing_comma_on_every_line_is_read_exactly(tmp_path):
+    frame = _named("timestamp", [t.isoformat() for t in _expected()["open_time"]])
+    path = tmp_path / "trailing.csv"
+    path.write_text("\n".join(line + "," for line in frame.to_csv(index=False).splitlines()) + "\n")
+    pd.testing.assert_frame_equal(read_candle_file(path), _expected())
+    dump = _write(tmp_path / "trailing_dump.csv", [line + "," for line in _dump_lines(1)])
+    pd.testing.assert_frame_equal(read_candle_file(dump), _expected())
+
+
+def test_bom_is_accepted_and_wrong_delimiter_named(tmp_path):
+    frame = _named("timestamp", [t.isoformat() for t in _expected()["open_time"]])
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False).encode())
+    pd.testing.assert_frame_equal(read_candle_file(bom), _expected())
+    semicolon = tmp_path / "semicolon.csv"
+    frame.to_csv(semicolon, index=False, sep=";")
+    with pytest.raises(CandleValidationError, match=r"semicolon\.csv: row - \(line 1\).*wrong delimiter"):
+        read_candle_file(semicolon)

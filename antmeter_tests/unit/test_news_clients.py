@@ -377,3 +377,16 @@ def test_article_frame_rejects_naive_first_seen():
     frame["first_seen_at"] = frame["first_seen_at"].dt.tz_localize(None)
     with pytest.raises(ValueError, match="'first_seen_at' must be timezone-aware"):
         dedupe_articles(frame)
+
+
+def test_cryptopanic_token_never_reaches_a_log_line(http, caplog):
+    """CryptoPanic only takes the token as ``auth_token`` in the query: httpx's request log must mask it."""
+    api = CryptoPanicApi(TOKEN, _posts(), page_size=2)
+    with (
+        LoopbackServer({CRYPTOPANIC_POSTS_PATH: api.route}) as server,
+        caplog.at_level(logging.DEBUG),
+    ):
+        _cryptopanic(server.url, http, max_pages=2).fetch(NOW)
+    request_lines = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert len(request_lines) == 2 and all("auth_token=***" in line for line in request_lines)
+    assert TOKEN not in caplog.text

@@ -15,7 +15,14 @@ import pytest
 import sqlalchemy as sa
 
 from antmeter.market.candles import CandleValidationError, validate_candles
-from antmeter.market.store import LATEST_SCHEMA_VERSION, OHLCV, MarketStore
+from antmeter.market.store import (
+    LATEST_SCHEMA_VERSION,
+    OHLCV,
+    PG_SESSION_TIMEOUTS,
+    SQLITE_CHECKPOINT_ROWS,
+    MarketStore,
+)
+from antmeter.market.symbols import InvalidSymbolError
 from antmeter_tests.unit.store_writer_child import flat_candles
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -468,3 +475,73 @@ def test_url_rewrites_bare_postgresql_to_psycopg2(pg_url: str) -> None:
 def _index_names(market: MarketStore, table: str) -> set[str]:
     with market.engine.connect() as conn:
         return {index["name"] for index in sa.inspect(conn).get_indexes(table)}
+
+
+# -- issue 12: the candle contract at the store, symbols, session timeouts, WAL --------------------
+
+
+def test_off_grid_candles_are_rejected_and_nothing_written(store: MarketStore) -> None:
+    half_minute = random_candles(10)
+    half_minute.loc[4, "open_time"] += pd.Timedelta(seconds=30)  # 00:04:30 overlaps 00:04 and 00:05
+    with pytest.raises(CandleValidationError) as caught:
+        store.upsert_candles("BTCUSDT", "1m", half_minute, source="feed")
+    assert (caught.value.field, str(caught.value.row)[:1]) == ("open_time", "4")
+    assert "not on the 1m interval grid" in caught.value.reason
+    with pytest.raises(CandleValidationError, match="row 1 .*not on the 1h interval grid"):
+        store.upsert_candles("BTCUSDT", "1h", random_candles(10), source="feed")  # minute rows as 1h
+    assert store.read_frame("ohlcv").empty
+
+
+def test_nat_and_boolean_candles_are_rejected_naming_the_source(store: MarketStore) -> None:
+    with_nat = random_candles(5)
+    with_nat.loc[2, "open_time"] = pd.NaT
+    with pytest.raises(CandleValidationError, match=r"feed: row 2 .*'open_time': missing open time \(NaT\)"):
+        store.upsert_candles("BTCUSDT", "1m", with_nat, source="feed")
+    boolean = random_candles(5).assign(volume=True)
+    with pytest.raises(CandleValidationError, match=r"row 0 .*'volume': boolean"):
+        store.upsert_candles("BTCUSDT", "1m", boolean, source="feed")
+    assert store.read_frame("ohlcv").empty
+
+
+@pytest.mark.parametrize("symbol", ["BTC\x00USDT", "../../../escaped", "BTC.A", "btcusdt", "X"])
+def test_symbols_outside_the_rule_never_reach_the_database(store: MarketStore, symbol: str) -> None:
+    with pytest.raises(InvalidSymbolError, match="not a valid symbol"):
+        store.upsert_candles(symbol, "1m", random_candles(3), source="feed")
+    frame = random_candles(3).assign(symbol=symbol, interval="1m", source="feed", ingested_at=T0)
+    with pytest.raises(InvalidSymbolError):
+        store.upsert_frame("ohlcv", frame[[c.name for c in OHLCV.columns]])
+    assert store.read_frame("ohlcv").empty
+
+
+def test_postgres_sessions_time_out_locks_statements_and_idle_transactions(pg_url: str) -> None:
+    store = MarketStore(pg_url)
+    store.migrate()
+    with store.engine.connect() as conn:
+        settings = {name: conn.exec_driver_sql(f"SHOW {name}").scalar_one() for name in PG_SESSION_TIMEOUTS}
+    assert settings == PG_SESSION_TIMEOUTS
+    store.upsert_candles("BTCUSDT", "1m", random_candles(5), source="old")
+
+    # A writer that stalls inside its transaction (as a killed one does) holds row locks ...
+    stalled = store.engine.connect()
+    stalled.begin()
+    stalled.execute(sa.update(OHLCV).values(source="stalled"))
+    time.sleep(float(PG_SESSION_TIMEOUTS["idle_in_transaction_session_timeout"].rstrip("s")) + 1.5)
+    # ... until the server ends its idle transaction: the next writer goes through at once.
+    started = time.monotonic()
+    store.upsert_candles("BTCUSDT", "1m", random_candles(5, seed=1), source="new")
+    assert time.monotonic() - started < 5
+    assert set(store.read_frame("ohlcv")["source"]) == {"new"}
+    with pytest.raises(sa.exc.DBAPIError):
+        stalled.execute(sa.select(1))
+    stalled.invalidate()
+    store.engine.dispose()
+
+
+def test_sqlite_wal_is_checkpointed_after_a_large_write(sqlite_url: str) -> None:
+    store = MarketStore(sqlite_url)
+    store.migrate()
+    wal = Path(sqlite_url.removeprefix("sqlite:///") + "-wal")
+    store.upsert_candles("BTCUSDT", "1m", random_candles(SQLITE_CHECKPOINT_ROWS), source="bulk")
+    assert wal.exists() and wal.stat().st_size == 0  # checkpointed and truncated, not left at ~10 MB
+    assert store.candle_stats("BTCUSDT", "1m")["rows"] == SQLITE_CHECKPOINT_ROWS
+    store.engine.dispose()

@@ -1,6 +1,6 @@
 """Bad input benchmark: named corruption operators on candle files, exchange faults, hostile symbols.
 
-Applies every operator of :mod:`antmeter_tests.corruption` (at least one per defect 1-8 of issue 12
+Applies every operator of :mod:`antmeter_testkit.corruption` (at least one per defect 1-8 of issue 12
 plus the classic ones) with a fixed seed to ``--files`` files (default 1,200), runs ``--exchange``
 fault scenarios (default 69) against the loopback Binance server, and feeds every hostile symbol to
 the file source and both stores. Every read candle frame, and every corrupted frame as such, is
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-import antmeter_tests.corruption as corruption
+import antmeter_testkit.corruption as corruption
 from antmeter.market.candles import CandleValidationError, validate_candles
 from antmeter.market.store import MarketStore
 from antmeter.market.symbols import InvalidSymbolError
-from antmeter_tests.servers.binance_server import FakeBinance
+from antmeter_testkit.servers.binance_server import FakeBinance
 
 PG_ADMIN_URL = os.environ.get(
     "ANTMETER_BENCH_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

@@ -1,7 +1,7 @@
 """Live latency through the deployed topology: from a candle landing in the market store to its
 predictions being stored, with the daemon's declarative automation doing the work in between.
 
-The topology of ``antmeter_tests/integration/topology.py`` runs as real processes (Postgres-backed
+The topology of ``antmeter_deploy/topology.py`` runs as real processes (Postgres-backed
 instance from the project's ``dagster.yaml``, ``dagster api grpc``, ``dagster-daemon``,
 ``dagster-webserver``), configured for the LSTM only (``ANTMETER_MODEL_TYPES=lstm``, preset by
 ``ANTMETER_SETTINGS``). Setup, in this process against the same instance and stores: simulated days

@@ -256,7 +256,7 @@ def test_off_grid_row_already_in_the_store_fails_on_interval_grid(any_store_pipe
 
 
 def test_exchange_outage_is_recorded_in_metadata_and_the_gaps_check(pipeline):
-    from antmeter_tests.servers.binance_server import FakeBinance, make_klines
+    from antmeter_testkit.servers.binance_server import FakeBinance, make_klines
 
     start_ms = int(pd.Timestamp(DAY, tz="UTC").timestamp() * 1000)
     rows = make_klines(start_ms, 1440, seed=4)

@@ -13,7 +13,7 @@ import pytest
 
 from antmeter.market.binance import BinanceConfig, BinanceError, BinanceKlinesClient
 from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
-from antmeter_tests.servers.binance_server import FakeBinance, Fault, Kline, make_klines
+from antmeter_testkit.servers.binance_server import FakeBinance, Fault, Kline, make_klines
 
 T0 = pd.Timestamp("2024-03-01 00:00", tz="UTC")
 T0_MS = int(T0.timestamp() * 1000)

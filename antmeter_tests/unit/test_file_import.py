@@ -10,7 +10,7 @@ import pytest
 
 from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
 from antmeter.market.file_import import read_candle_file
-from antmeter_tests.servers.binance_server import make_klines
+from antmeter_testkit.servers.binance_server import make_klines
 
 T0 = pd.Timestamp("2024-12-31 23:58", tz="UTC")
 T0_MS = int(T0.timestamp() * 1000)

@@ -20,7 +20,7 @@ from antmeter.news.clients import (
     harvest_news,
     tag_symbols,
 )
-from antmeter_tests.servers.news_servers import (
+from antmeter_testkit.servers.news_servers import (
     CRYPTOPANIC_POSTS_PATH,
     NEWSAPI_EVERYTHING_PATH,
     CryptoPanicApi,

@@ -20,7 +20,7 @@ from antmeter.news.sentiment import (
     parse_sentiment,
     score_articles,
 )
-from antmeter_tests.servers.news_servers import (
+from antmeter_testkit.servers.news_servers import (
     OLLAMA_GENERATE_PATH,
     LoopbackServer,
     OllamaApi,

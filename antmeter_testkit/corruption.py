@@ -23,7 +23,7 @@ from antmeter.market.binance import BinanceConfig, BinanceError, BinanceKlinesCl
 from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
 from antmeter.market.file_import import read_candle_file
 from antmeter.market.symbols import InvalidSymbolError
-from antmeter_tests.servers.binance_server import FakeBinance, Fault, Kline, make_klines
+from antmeter_testkit.servers.binance_server import FakeBinance, Fault, Kline, make_klines
 
 MINUTE = pd.Timedelta(minutes=1)
 VALUES = ["open", "high", "low", "close", "volume"]

@@ -29,7 +29,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-
 # The code location every main-job run is recorded under (deploy/local/workspace.yaml loads it
 # under this name for `bash run.sh ui`; the deployment's workspace.yaml uses the same name).
 LOCATION_NAME = "antmeter"
@@ -254,8 +253,14 @@ def run(argv: list[str] | None = None) -> int:
 
 def _run_phase(phase: Phase, runner: OriginRunner, console, verbose: bool) -> None:
     """Run a phase's partitions one after another under a progress bar (done/total, elapsed, ETA)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     epochs = EpochLines()
     columns = [

@@ -36,7 +36,7 @@ local_instance() {
 # running 10 s later is killed.
 serve_ui() {
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-  export PYTHONWARNINGS="ignore:Function `dev_command` is superseded"
+  export PYTHONWARNINGS='ignore:Function `dev_command` is superseded'
   (cd "$DAGSTER_HOME" && exec setsid "$ROOT/.venv/bin/dagster" dev -w "$ROOT/deploy/local/workspace.yaml" \
     -p "${PORT:-3000}") &
   local dev=$!

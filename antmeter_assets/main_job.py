@@ -319,15 +319,13 @@ def gate_lines(instance: dg.DagsterInstance) -> list[str]:
 
 def partition_coverage(symbols: list[str], days: list[str]) -> list[str]:
     """Which partitions the run filled, why the rest look missing, and how to fill more."""
-    from antmeter_assets.partitions import START_DATE
+    from antmeter_assets.partitions import COVERAGE_NOTE, daily_partitions
 
-    total = len(dg.DailyPartitionsDefinition(start_date=START_DATE, end_offset=1).get_partition_keys())
+    total = len(daily_partitions.get_partition_keys())
     return [
-        f"Partitions filled: {len(days)} days ({days[0]} .. {days[-1]}) x {len(symbols)} symbols "
-        f"({', '.join(symbols)}) of {total} days since {START_DATE} (ANTMETER_START_DATE, the simulator's "
-        "anchor): older partitions stay missing in the UI until backfilled.",
-        "Backfill more: `bash run.sh main --days N` (N days before today), or in the UI select "
-        "ohlcv/features/labels -> Materialize -> choose a date range (a backfill).",
+        f"Partitions filled: {len(days)} of {total} days ({days[0]} .. {days[-1]}) x {len(symbols)} "
+        f"symbols ({', '.join(symbols)}).",
+        COVERAGE_NOTE,
     ]
 
 

@@ -15,6 +15,7 @@ naive baseline, asserted below), not a statistical test of the gate.
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from pathlib import Path
@@ -114,10 +115,13 @@ def test_candidate_is_registered_with_lineage(noise_run):
     )
     assert version.tags["dataset_fingerprint"] == metadata(result, "training_dataset")["fingerprint"]
     assert version.tags["dataset_fingerprint"] == candidate["dataset_fingerprint"]
-    assert version.run_id == candidate["mlflow_run_id"]
     run = client.get_run(version.run_id)
+    # the run id links to the run's page in the MLflow UI
+    assert candidate["mlflow_run_id"] == (
+        f"[{run.info.run_id}](http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id})"
+    )
     assert run.data.tags["dagster_run_id"] == result.run_id
-    assert {f"holdout.{m}.log_loss_5m" for m in ("lstm", *NAIVE, "logistic", "gradient_boosting")} <= set(
+    assert {f"holdout/{m}/log_loss_5m" for m in ("lstm", *NAIVE, "logistic", "gradient_boosting")} <= set(
         run.data.metrics
     )
     # the registered bundle holds files only (weights, scalers, ONNX), no pickles
@@ -130,13 +134,64 @@ def test_candidate_metadata_compares_with_the_baselines(noise_run):
     _, result, _ = noise_run
     candidate = metadata(result, "lstm_candidate")
     expected = {"lstm", *NAIVE, "logistic", "gradient_boosting"}
-    assert markdown_rows(candidate["holdout_vs_baselines"]) == expected
-    assert markdown_rows(candidate["walk_forward_vs_baselines"]) == expected
-    assert "log_loss@5m" in candidate["holdout_vs_baselines"].splitlines()[0]
+    # one table per horizon, each with the model, the baselines and the oracle ceiling of the same rows
+    for key in ("holdout_vs_baselines", "walk_forward_vs_baselines"):
+        tables = candidate[key].split("\n\n")
+        assert tables[0::2] == ["**5 min**", "**10 min**", "**30 min**"], key
+        for table in tables[1::2]:
+            assert markdown_rows(table) == expected | {"oracle"}, key
+            assert table.splitlines()[0].split("|")[2].strip() == "accuracy"
+            assert max(len(line) for line in table.splitlines()) < 160  # fits a 1,280 px page
     assert candidate["parity_problems"] == []
-    for key, path in candidate.items():
-        if key.startswith("plot_"):
-            assert Path(path).is_file(), key
+    plots = {k for k in candidate if k.startswith("plot_") and not k.endswith("_file")}
+    assert plots == {"plot_confusion_matrix", "plot_calibration", "plot_predictions_vs_outcomes"}
+    for key in plots:
+        image = candidate[key]
+        assert image.startswith(f"![{key.removeprefix('plot_').replace('_', ' ')}](data:image/png;base64,")
+        png = base64.b64decode(image.split("base64,", 1)[1].rstrip(")"))
+        assert png.startswith(b"\x89PNG") and len(png) <= 100_000, key
+        # the file is kept, one per materialization (under the run's own directory)
+        path = Path(candidate[f"{key}_file"])
+        assert path.is_file() and result.run_id in path.parts, key
+
+
+def test_oracle_ceiling_is_scored_on_the_same_rows(noise_run):
+    """On this martingale market the oracle has nothing to know: its accuracy is about a coin's, and
+    it sits next to the model in the holdout, walk-forward and MLflow figures."""
+    _, result, client = noise_run
+    candidate = metadata(result, "lstm_candidate")
+    run = client.get_run(client.get_model_version(REGISTERED, candidate["model_version"]).run_id)
+    for horizon in (5, 10, 30):
+        oracle = run.data.metrics[f"holdout/oracle/accuracy_{horizon}m"]
+        assert 0.4 < oracle < 0.6, (horizon, oracle)
+        assert f"cv/mean/oracle/accuracy_{horizon}m" in run.data.metrics
+        assert f"cv/fold0/oracle/accuracy_{horizon}m" in run.data.metrics
+    # the gate compares with baselines, never with the ceiling
+    assert "oracle" not in metadata(result, "lstm_champion")["baseline_scores"]
+
+
+def test_mlflow_run_reads_as_model_training(noise_run):
+    _, result, client = noise_run
+    candidate = metadata(result, "lstm_candidate")
+    version = client.get_model_version(REGISTERED, candidate["model_version"])
+    run = client.get_run(version.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the run was open while the model trained
+    assert (run.info.end_time - run.info.start_time) / 1000 >= candidate["seconds"]
+    # per-fold accuracy and per-epoch curves with steps
+    assert "cv/fold2/lstm/accuracy_5m" in run.data.metrics
+    curve = client.get_metric_history(run.info.run_id, "train/fold0/val_loss")
+    assert len(curve) >= 2 and [m.step for m in curve] == sorted({m.step for m in curve})
+    # the registered version: a description, a signature of the ONNX model, a logged dataset
+    assert "lstm (full training)" in version.description
+    assert "Gate: REJECTED" in version.description
+    mlmodel = mlflow.models.Model.load(f"models:/{REGISTERED}/{version.version}")
+    inputs = mlmodel.signature.inputs.to_dict()
+    assert inputs[0]["name"] == "x" and inputs[0]["tensor-spec"]["shape"][0] == -1
+    assert [o["name"] for o in mlmodel.signature.outputs.to_dict()] == ["proba", "regression"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == metadata(result, "training_dataset")["fingerprint"]
 
 
 def test_gate_rejects_a_candidate_trained_on_a_martingale(noise_run):

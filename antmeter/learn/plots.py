@@ -56,6 +56,7 @@ def metrics_markdown(tidy: pd.DataFrame, metrics: tuple[str, ...] = DEFAULT_METR
         )
         table = table.reindex([m for m in order if m in table.index])
         table = table[[m for m in metrics if m in table.columns]].round(4)
+        table = table.astype(object).where(table.notna(), None)
         parts.append(f"**{int(horizon)} min**\n\n" + table.to_markdown(missingval=""))
     return "\n\n".join(parts)
 

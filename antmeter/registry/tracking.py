@@ -184,11 +184,11 @@ def _epochs_by_fold(history: list[dict[str, float]]) -> dict[tuple[int, int], li
 
 def _dataset_entity(dataset: dict[str, Any], source: str | None):
     """The training samples as an MLflow dataset (name, digest = fingerprint, where they lie)."""
-    from mlflow.data.filesystem_dataset_source import FileSystemDatasetSource
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
     return MetaDataset(
-        source=FileSystemDatasetSource(source or "unknown"),
+        source=resolve_dataset_source(source or "unknown"),
         name=f"antmeter-training-{dataset.get('samples', '?')}-samples",
         digest=str(dataset.get("fingerprint", ""))[:36],
     )

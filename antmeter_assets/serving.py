@@ -9,7 +9,7 @@ import pandas as pd
 
 from antmeter_assets.models import MODEL_TYPES
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, MarketStoreResource
+from antmeter_resources import AntmeterSettings, CandleSourceResource, MarketStoreResource
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -112,7 +112,10 @@ def predictions(
     & ~dg.AutomationCondition.in_progress(),
 )
 def verification_report(
-    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+    context: dg.AssetExecutionContext,
+    settings: AntmeterSettings,
+    store: MarketStoreResource,
+    candles: CandleSourceResource,
 ) -> dg.MaterializeResult:
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
@@ -152,6 +155,7 @@ def verification_report(
         metadata={
             "verified": report.verified_rows,
             **report_presentation(report, sorted(market.symbols()), sorted(champions)),
+            **verified_vs_oracle(market, now, settings, candles),
             "drift_alerts": len(alerts),
             "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
             "as_of": str(now),
@@ -190,6 +194,32 @@ def report_presentation(report, symbols: list[str], models: list[str]) -> dict[s
         meta["plot_rolling_accuracy"] = dg.MetadataValue.md(image_markdown(report.plot, "rolling accuracy"))
         meta["plot_rolling_accuracy_file"] = dg.MetadataValue.path(str(report.plot))
     return meta
+
+
+def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleSourceResource) -> dict:
+    """On the simulator: the model's accuracy on the verified rows of the report's lookback next to the
+    Bayes oracle's on the same rows (the attainable ceiling)."""
+    if candles.kind != "simulator" or settings.task != "binary":
+        return {}
+    from antmeter.learn.oracle import oracle_accuracy_of_rows
+    from antmeter.live.report import ReportSettings
+    from antmeter.live.verification import join_verification
+
+    since = (now - ReportSettings(data_dir=Path(settings.data_dir)).lookback, None)
+    verified = market.read_frame("verification", time_range=since)
+    if not len(verified):
+        return {}
+    rows = join_verification(market.read_frame("predictions", time_range=since), verified)
+    rows = rows.assign(open_time=rows["prediction_time"], realized_up=rows["realized_class"].astype(int))
+    rows["oracle_correct"] = oracle_accuracy_of_rows(rows, candles.simulator_config())
+    rows["model_correct"] = rows["predicted_class"].astype(int) == rows["realized_up"]
+    table = (
+        rows.groupby(["model_name", "model_version", "horizon_min"])
+        .agg(n=("model_correct", "size"), model=("model_correct", "mean"), oracle=("oracle_correct", "mean"))
+        .reset_index()
+        .round(4)
+    )
+    return {"accuracy_vs_oracle": dg.MetadataValue.md(table.to_markdown(index=False))}
 
 
 def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_minutes):

@@ -50,3 +50,20 @@ def oracle_metrics(samples: SampleSet, indices: np.ndarray, config: SimulatorCon
             for h, horizon in enumerate(samples.spec.horizons)
         ]
     )
+
+
+def oracle_accuracy_of_rows(rows: pd.DataFrame, config: SimulatorConfig) -> pd.Series:
+    """Per row, whether the oracle's direction call was right: ``rows`` has ``symbol``, ``open_time``
+    (the candle the call is made at the close of), ``horizon_min`` and ``realized_up`` (0/1)."""
+    correct = pd.Series(np.nan, index=rows.index)
+    for symbol, group in rows.groupby("symbol"):
+        times = pd.DatetimeIndex(group["open_time"])
+        hidden = simulate_range(str(symbol), times.min().date(), times.max().date(), config).hidden
+        states = hidden.set_index("open_time").reindex(times).reset_index()
+        for horizon in group["horizon_min"].unique():
+            mine = (group["horizon_min"] == horizon).to_numpy()
+            call_up = oracle_probability_up(states[mine], int(horizon)) > 0.5
+            correct[group.index[mine]] = (
+                call_up == group["realized_up"].to_numpy()[mine].astype(bool)
+            ).astype(float)
+    return correct

@@ -119,3 +119,32 @@ def test_oracle_accuracy_on_the_same_rows(predictable):
     # a subset is scored on that subset only
     half = oracle_metrics(samples, rows[: len(rows) // 2], config).set_index("horizon")["value"]
     assert not np.allclose(half.to_numpy(), ceiling.to_numpy())
+
+
+def test_oracle_on_verified_rows_matches_the_simulators_ceiling():
+    """Rows given by (symbol, candle, horizon, realized direction), as the verification report has them:
+    on every row of two days the per-row calls average to the simulator's own ``bayes_ceiling``."""
+    from antmeter.learn.oracle import oracle_accuracy_of_rows
+    from antmeter.market.simulator import bayes_ceiling
+
+    config = SimulatorConfig(seed=7)
+    day = simulate_range("BTCUSDT", dt.date(2024, 1, 2), dt.date(2024, 1, 3), config)
+    close = day.candles.set_index("open_time")["close"]
+    frames = []
+    for horizon in (5, 30):
+        future = close.shift(-horizon).dropna()
+        frames.append(
+            pd.DataFrame(
+                {
+                    "symbol": "BTCUSDT",
+                    "open_time": future.index,
+                    "horizon_min": horizon,
+                    "realized_up": (np.log(future / close.loc[future.index]) > 0).astype(int).to_numpy(),
+                }
+            )
+        )
+    rows = pd.concat(frames, ignore_index=True)
+    correct = oracle_accuracy_of_rows(rows, config)
+    expected = bayes_ceiling(day.hidden, day.candles, (5, 30))
+    for horizon in (5, 30):
+        assert correct[rows["horizon_min"] == horizon].mean() == pytest.approx(expected[horizon], abs=1e-12)

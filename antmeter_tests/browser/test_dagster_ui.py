@@ -105,8 +105,8 @@ SKIP_COMMUNITY_DIALOG = "window.localStorage.setItem('communityNux', '1')"
 
 def _show_plot(page, name: str) -> dict:
     """Open a plot's Markdown metadata (a dialog in the UI) and return its loaded <img>'s state."""
-    row = page.locator("tr").filter(has_text=f"plot_{name}").filter(has=page.get_by_role("button"))
-    row.get_by_role("button", name="Show Markdown").click()
+    row = page.locator("tr").filter(has=page.get_by_text(f"plot_{name}", exact=True))
+    row.get_by_text("[Show Markdown]").click()
     image = page.get_by_role("dialog").locator("img[src^='data:image/png']")
     image.wait_for(timeout=PAGE_TIMEOUT_MS)
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
@@ -121,7 +121,7 @@ def test_candidate_page_shows_plots_and_training_job_lists_its_run(dagster_ui, f
 
     page.goto(f"{dagster_ui}/locations/{LOCATION}/asset-groups/models/lineage")
     page.get_by_text(candidate, exact=True).first.wait_for(timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_load_state("networkidle")
+    page.wait_for_function("() => !document.body.innerText.includes('Loading...')", timeout=PAGE_TIMEOUT_MS)
     screenshot(page, "asset_graph")
 
     page.goto(f"{dagster_ui}/assets/{candidate}?view=events")

@@ -28,7 +28,7 @@ import pytest
 from antmeter.learn.bundle import ONNX_FP32, ONNX_INT8, SERVING_FILE
 from antmeter.learn.recipe import RecipeConfig
 from antmeter.registry import tracking, versions
-from antmeter_assets import features, market, models
+from antmeter_assets import features, market, models, serving
 from antmeter_resources import CandleSourceResource
 from antmeter_tests.dagster.conftest import Pipeline, check_results, make_pipeline, symbol_day
 
@@ -234,3 +234,34 @@ def test_champion_servable_checks_the_serving_version(noise_run):
     served = pipeline.data_dir / "models" / "lstm" / "champion"
     assert (served / "registry.json").read_text() == f'{{"name": "{REGISTERED}", "version": "{version}"}}'
     assert (served / ONNX_INT8).is_file()
+
+
+def test_verification_report_reads_on_one_page_with_the_oracle(noise_run, monkeypatch):
+    """With the champion served (previous test), predictions and their verification at a pinned clock on
+    the last harvested day: the report's tables fit a page, the rolling plot is a picture in its own
+    file, and the model's accuracy on the verified rows sits next to the oracle's on the same rows."""
+    pipeline, _, _ = noise_run
+    monkeypatch.setenv("ANTMETER_NOW", f"{DAYS[-1]}T12:00:00")
+    result = pipeline.materialize([serving.predictions, serving.verification_report])
+    assert result.success, result.get_step_failure_events()
+    report = metadata(result, "verification_report")
+    assert report["verified"] > 100
+    lines = report["accuracy_vs_oracle"].splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
+        "model_name",
+        "model_version",
+        "horizon_min",
+        "n",
+        "model",
+        "oracle",
+    ]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert [int(r[2]) for r in rows] == [5, 10, 30]
+    for row in rows:
+        assert int(row[3]) > 100 and abs(float(row[5]) - 0.5) < 0.1  # a martingale: the oracle is a coin
+    rolling = report["rolling_vs_baselines"].split("\n\n")
+    assert rolling[0::2] == ["**5 min**", "**10 min**", "**30 min**"]
+    for text in (*rolling[1::2], report["after_fee_pnl"], report["drift"]):
+        assert max(len(line) for line in text.splitlines()) < 180
+    assert report["plot_rolling_accuracy"].startswith("![rolling accuracy](data:image/png;base64,")
+    assert result.run_id in Path(report["plot_rolling_accuracy_file"]).name

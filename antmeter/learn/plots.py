@@ -93,8 +93,10 @@ def drift_markdown(drift: pd.DataFrame, symbols: Sequence[str], models: Sequence
         frame.insert(0, "symbol", ", ".join(symbols) or "all")
     if "model" not in frame:
         frame.insert(1, "model", ", ".join(models) or "none")
-    for column in [c for c in frame.columns if c.startswith("n_")]:
-        frame[column] = frame[column].astype("Int64")
+    for column in [
+        c for c in frame.columns if c.startswith("n_") and pd.api.types.is_numeric_dtype(frame[c])
+    ]:
+        frame[column] = frame[column].round().astype("Int64")
     frame = frame.sort_values("psi", ascending=False, na_position="last")
     return frame.round(4).to_markdown(index=False)
 

@@ -136,4 +136,17 @@ def test_candidate_page_shows_plots_and_training_job_lists_its_run(dagster_ui, f
 
     page.goto(f"{dagster_ui}/locations/{LOCATION}/jobs/training_job/runs")
     page.get_by_text(training.run_id[:8]).first.wait_for(timeout=PAGE_TIMEOUT_MS)
+
+    # the run can be re-executed from its page, against the job it ran (no "may be different" warning)
+    page.goto(f"{dagster_ui}/runs/{training.run_id}")
+    reexecute = page.get_by_role("button", name="Re-execute all")
+    reexecute.wait_for(timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('button')].some(b => b.innerText.includes('Re-execute all')"
+        " && !b.disabled)",
+        timeout=PAGE_TIMEOUT_MS,
+    )
+    reexecute.hover()
+    page.wait_for_timeout(1_500)
+    assert page.get_by_text("may be different than the one used for the original run").count() == 0
     assert page.console_errors == []

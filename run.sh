@@ -30,6 +30,27 @@ local_instance() {
   cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 }
 
+# `dagster dev` on the local instance, started from DAGSTER_HOME (so the deployment's dagster.yaml in
+# the repository root is not mistaken for the instance's) and stopped promptly on Ctrl-C / SIGTERM:
+# the signal goes to its whole process group (webserver, daemon, code server); what is still
+# running 10 s later is killed.
+serve_ui() {
+  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONWARNINGS='ignore:Function `dev_command` is superseded'
+  (cd "$DAGSTER_HOME" && exec setsid "$ROOT/.venv/bin/dagster" dev -w "$ROOT/deploy/local/workspace.yaml" \
+    -p "${PORT:-3000}") &
+  local dev=$!
+  stop_ui() {
+    trap - TERM INT
+    kill -TERM -- "-$dev" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$dev" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL -- "-$dev" 2>/dev/null || true
+    exit 0
+  }
+  trap stop_ui TERM INT
+  wait "$dev"
+}
+
 cmd=${1:-}
 shift || true
 case "$cmd" in
@@ -41,7 +62,7 @@ case "$cmd" in
     exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" ;;
   ui)
     ensure_venv; local_instance
-    exec .venv/bin/dagster dev -m antmeter_assets.definitions -p "${PORT:-3000}" ;;
+    serve_ui ;;
   mlflow)
     ensure_venv
     exec .venv/bin/mlflow ui --backend-store-uri "sqlite:///$ROOT/data/mlflow/mlflow.db" --port "${PORT:-5000}" ;;

@@ -164,7 +164,12 @@ def retention_job():
 
 
 retention_schedule = dg.ScheduleDefinition(
-    name="retention_schedule", job=retention_job, cron_schedule="30 0 * * *", default_status=DEFAULT_STATUS
+    name="retention_schedule",
+    job=retention_job,
+    cron_schedule="30 0 * * *",
+    default_status=DEFAULT_STATUS,
+    description=f"Daily at 00:30 UTC: delete finished runs older than {RETENTION_DAYS} days "
+    "(ANTMETER_RUN_RETENTION_DAYS) with their event logs.",
 )
 
 automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -173,6 +178,9 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=SENSOR_STATUS,
     minimum_interval_seconds=int(os.environ.get("ANTMETER_AUTOMATION_INTERVAL_S", "30")),
     run_tags={SCHEDULE_TAG: "antmeter_automation"},
+    description="Declarative automation of every asset: ohlcv on missing partitions, features and labels "
+    "when their candles change, predictions on new features or a new champion, exports and "
+    "verification on their crons (see each asset's automation condition).",
 )
 
 

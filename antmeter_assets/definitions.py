@@ -8,19 +8,23 @@ loading the location stays fast.
 import dagster as dg
 
 from antmeter_assets import automation, features, jobs, market, models, news, serving
+from antmeter_assets.partitions import with_coverage_note
 from antmeter_resources import resources_from_env
 
 defs = dg.Definitions(
     assets=[
-        market.ohlcv,
-        market.candle_export,
-        news.news_articles,
-        news.sentiment_hourly,
-        features.features,
-        features.labels,
-        *models.model_assets,
-        serving.predictions,
-        serving.verification_report,
+        with_coverage_note(asset)
+        for asset in (
+            market.ohlcv,
+            market.candle_export,
+            news.news_articles,
+            news.sentiment_hourly,
+            features.features,
+            features.labels,
+            *models.model_assets,
+            serving.predictions,
+            serving.verification_report,
+        )
     ],
     jobs=[*jobs.all_jobs, *automation.extra_jobs],
     schedules=automation.schedules,

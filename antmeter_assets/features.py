@@ -47,6 +47,50 @@ _after_blocking_checks = (
 ).with_label("eager (1-day lookback) after blocking checks")
 
 
+def feature_schema(config=None) -> dg.TableSchema:
+    """The features' columns from the feature config: time, then each feature with its look-back."""
+    from antmeter.features.pipeline import FeatureConfig, feature_lookbacks, model_feature_columns
+
+    config = config or FeatureConfig()
+    model_inputs = set(model_feature_columns(config))
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn("open_time", "timestamp", description="candle open time (UTC); the row's key"),
+            *(
+                dg.TableColumn(
+                    name,
+                    "float64",
+                    description=f"reads the {lookback} candles before t"
+                    + ("" if name in model_inputs else "; a price level, not a model input"),
+                )
+                for name, lookback in feature_lookbacks(config).items()
+            ),
+        ]
+    )
+
+
+def label_schema(config=None) -> dg.TableSchema:
+    """The labels' columns from the label config: per horizon the forward return and two classes."""
+    from antmeter.features.labels import LabelConfig
+
+    config = config or LabelConfig()
+    texts = {
+        "fwd_return": ("float64", "log(close[t+{h}] / close[t]); NaN until observed"),
+        "up": ("Int8", "1 when the {h}-minute forward return is > 0, else 0"),
+        "direction3": ("Int8", "0 down / 1 flat / 2 up over {h} minutes (flat band)"),
+    }
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn("open_time", "timestamp", description="candle open time (UTC); the row's key"),
+            *(
+                dg.TableColumn(f"{name}_{h}", kind, description=text.format(h=h))
+                for h in config.horizons
+                for name, (kind, text) in texts.items()
+            ),
+        ]
+    )
+
+
 def partition_file(settings: AntmeterSettings, kind: str, symbol: str, day: str):
     """Where a symbol × day partition of ``kind`` (features, labels) lives."""
     return settings.path(kind, f"symbol={symbol}", f"date={day}.parquet")
@@ -61,6 +105,7 @@ def partition_file(settings: AntmeterSettings, kind: str, symbol: str, day: str)
         dg.AssetDep("sentiment_hourly", partition_mapping=date_of_symbol_day),
     ],
     automation_condition=_after_blocking_checks,
+    metadata={"dagster/column_schema": feature_schema()},
 )
 def features(
     context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
@@ -100,6 +145,7 @@ def features(
             "warmup_rows_read": warmup_rows,
             "rows_incomplete": incomplete,
             "path": dg.MetadataValue.path(str(path)),
+            "dagster/column_schema": feature_schema(config),
         }
     )
 
@@ -110,6 +156,7 @@ def features(
     kinds={"pandas", "parquet"},
     deps=[dg.AssetDep("ohlcv", partition_mapping=with_next_day)],
     automation_condition=_after_blocking_checks,
+    metadata={"dagster/column_schema": label_schema()},
 )
 def labels(
     context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
@@ -136,5 +183,6 @@ def labels(
             **unlabeled,
             "class_balance": dg.MetadataValue.json(balance),
             "path": dg.MetadataValue.path(str(path)),
+            "dagster/column_schema": label_schema(config),
         }
     )

@@ -57,11 +57,17 @@ live_job = dg.define_asset_job(
     tags={"antmeter/stage": "live"},
 )
 predictions_job = dg.define_asset_job(
-    "predictions_job", selection=dg.AssetSelection.assets("predictions"), tags={"antmeter/stage": "live"}
+    "predictions_job",
+    selection=dg.AssetSelection.assets("predictions"),
+    description="Predict every closed candle since the last prediction with each serving champion "
+    "(the 5-minute floor of the live loop; new features or a new champion also trigger it).",
+    tags={"antmeter/stage": "live"},
 )
 verification_job = dg.define_asset_job(
     "verification_job",
     selection=dg.AssetSelection.assets("verification_report"),
+    description="Verify past predictions against the closed candles: rolling accuracy next to the "
+    "baselines, feature drift and after-fee P&L (hourly).",
     tags={"antmeter/stage": "live"},
 )
 

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from antmeter_assets.features import partition_file
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, MlflowResource, enabled_model_types
+from antmeter_resources import AntmeterSettings, CandleSourceResource, MlflowResource, enabled_model_types
 
 # The model types of this code location (ANTMETER_MODEL_TYPES, default all three).
 MODEL_TYPES = tuple(enabled_model_types())
@@ -153,14 +153,18 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         config: TrainingRunConfig,
         settings: AntmeterSettings,
         mlflow: MlflowResource,
+        candles: CandleSourceResource,
     ) -> dg.MaterializeResult:
         """Purged walk-forward training (or an incremental fine-tune of the champion), scored next
-        to the baselines on the same rows, exported to ONNX fp32 + INT8 and registered in MLflow."""
+        to the baselines (and, on the simulator, the Bayes oracle's ceiling) on the same rows,
+        exported to ONNX fp32 + INT8 and registered in MLflow. Metadata: the metric tables per
+        horizon, the plots as pictures (files kept under the run's directory) and a link to the
+        MLflow run."""
         from antmeter.learn.datasets import load_samples
-        from antmeter.learn.plots import metrics_markdown
+        from antmeter.learn.oracle import ORACLE
         from antmeter.learn.recipe import RecipeConfig, dataset_fingerprint, train_candidate
         from antmeter.registry import versions
-        from antmeter.registry.tracking import log_candidate
+        from antmeter.registry.tracking import log_candidate, run_url, training_run
 
         if config.mode not in ("full", "incremental"):
             raise ValueError(f"training mode must be 'full' or 'incremental', got {config.mode!r}")
@@ -183,18 +187,27 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             **config.recipe_overrides(),
         )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
-        result = train_candidate(
-            samples,
-            recipe,
-            work,
-            progress=context.log.info,
-            base_bundle=base,
-            extra_serving={"training_days": days["days"]},
-        )
         dataset = {"fingerprint": dataset_fingerprint(samples), **samples.metadata()}
-        run_id, version = log_candidate(
-            client, name, result, recipe.to_dict(), dataset, tags={"dagster_run_id": context.run_id}
-        )
+        tags = {"dagster_run_id": context.run_id, "dataset_fingerprint": dataset["fingerprint"]}
+        with training_run(client, name, config.mode, recipe.to_dict(), tags):
+            result = train_candidate(
+                samples,
+                recipe,
+                work,
+                progress=context.log.info,
+                base_bundle=base,
+                extra_serving={"training_days": days["days"]},
+                ceiling=_oracle_ceiling(samples, candles),
+            )
+            run_id, version = log_candidate(
+                client,
+                name,
+                result,
+                recipe.to_dict(),
+                dataset,
+                tags=tags,
+                dataset_source=str(settings.path(*DATASET_DIR, "x").parent),
+            )
         manifest = {
             "model_type": model_type,
             "registered_name": name,
@@ -206,24 +219,25 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             "parity_problems": result.parity_problems,
             "trained_until": str(result.trained_until),
             "dataset_fingerprint": dataset["fingerprint"],
-            "holdout_metrics": result.holdout_metrics.to_dict(orient="records"),
+            # the gate compares with the baselines; the oracle is a ceiling, not a baseline
+            "holdout_metrics": result.holdout_metrics[result.holdout_metrics["model"] != ORACLE].to_dict(
+                orient="records"
+            ),
         }
         _manifest_path(settings, model_type, "candidate").write_text(json.dumps(manifest, default=str))
         return dg.MaterializeResult(
             metadata={
                 "model_version": version,
-                "mlflow_run_id": run_id,
-                "mode": result.mode,
-                "holdout_vs_baselines": dg.MetadataValue.md(metrics_markdown(result.holdout_metrics)),
-                "walk_forward_vs_baselines": dg.MetadataValue.md(
-                    metrics_markdown(result.fold_metrics) if not result.fold_metrics.empty else "fine-tune"
+                "mlflow_run_id": dg.MetadataValue.md(
+                    f"[{run_id}]({run_url(client, mlflow.tracking_uri, run_id)})"
                 ),
+                "mode": result.mode,
+                **candidate_presentation(result),
                 "parity": dg.MetadataValue.json(result.parity),
                 "parity_problems": dg.MetadataValue.json(result.parity_problems),
                 "dataset_fingerprint": dataset["fingerprint"],
                 "trained_until": str(result.trained_until),
                 "seconds": round(result.seconds, 1),
-                **{f"plot_{k}": dg.MetadataValue.path(str(v)) for k, v in result.plots.items()},
             }
         )
 
@@ -254,13 +268,40 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
     return [candidate, champion]
 
 
+def _oracle_ceiling(samples, candles: CandleSourceResource):
+    """On the simulator: the Bayes oracle's accuracy on any sample rows (None for real markets)."""
+    if candles.kind != "simulator" or samples.spec.n_classes != 2:
+        return None
+    from antmeter.learn.oracle import oracle_metrics
+
+    config = candles.simulator_config()
+    return lambda indices: oracle_metrics(samples, indices, config)
+
+
+def candidate_presentation(result) -> dict[str, dg.MetadataValue]:
+    """The candidate's tables (one per horizon, oracle ceiling included) and plots as pictures."""
+    from antmeter.learn.plots import image_markdown, metrics_markdown
+
+    return {
+        "holdout_vs_baselines": dg.MetadataValue.md(metrics_markdown(result.holdout_metrics)),
+        "walk_forward_vs_baselines": dg.MetadataValue.md(
+            metrics_markdown(result.fold_metrics) if not result.fold_metrics.empty else "fine-tune"
+        ),
+        **{
+            f"plot_{k}": dg.MetadataValue.md(image_markdown(v, k.replace("_", " ")))
+            for k, v in result.plots.items()
+        },
+        **{f"plot_{k}_file": dg.MetadataValue.path(str(v)) for k, v in result.plots.items()},
+    }
+
+
 def run_gate(
     context, settings: AntmeterSettings, mlflow: MlflowResource, model_type: str
 ) -> dg.MaterializeResult:
     import numpy as np
 
     from antmeter.learn.datasets import load_samples
-    from antmeter.registry import promotion, versions
+    from antmeter.registry import promotion, tracking, versions
 
     manifest = json.loads(_manifest_path(settings, model_type, "candidate").read_text())
     samples = load_samples(settings.path(*DATASET_DIR, "x").parent)
@@ -287,6 +328,7 @@ def run_gate(
         extra_problems=manifest["parity_problems"],
     )
     versions.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
+    tracking.gate_description(client, name, manifest["version"], decision.summary)
     client.set_tag(manifest["run_id"], "gate", "promoted" if decision.promote else "rejected")
     client.set_tag(manifest["run_id"], "gate_reason", decision.summary[:5000])
     context.log.info(decision.summary)

@@ -16,6 +16,25 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, end_offse
 symbol_partitions = dg.DynamicPartitionsDefinition(name="symbols")
 symbol_day_partitions = dg.MultiPartitionsDefinition({"date": daily_partitions, "symbol": symbol_partitions})
 
+# Said where users look (partitioned assets' descriptions, the main job's summary): why most
+# partitions look missing in the UI and how to fill more.
+COVERAGE_NOTE = (
+    f"Partitions run from ANTMETER_START_DATE ({START_DATE}, the simulator's anchor) to today, so most "
+    "look missing: `bash run.sh main` fills the last `--days` days (14 by default) and the live "
+    "schedules fill today's. Backfill older ones with `bash run.sh main --days N`, or select the asset, "
+    "Materialize, and choose a date range."
+)
+
+
+def with_coverage_note(asset: dg.AssetsDefinition) -> dg.AssetsDefinition:
+    """A partitioned asset whose description ends with :data:`COVERAGE_NOTE` (others unchanged)."""
+    if asset.partitions_def is None:
+        return asset
+    return asset.map_asset_specs(
+        lambda spec: spec.replace_attributes(description=f"{spec.description or ''}\n\n{COVERAGE_NOTE}")
+    )
+
+
 # A day's features read the previous day's candles as warm-up.
 with_previous_day = dg.MultiPartitionMapping(
     {

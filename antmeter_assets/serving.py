@@ -9,7 +9,7 @@ import pandas as pd
 
 from antmeter_assets.models import MODEL_TYPES
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, MarketStoreResource
+from antmeter_resources import AntmeterSettings, CandleSourceResource, MarketStoreResource
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -112,14 +112,16 @@ def predictions(
     & ~dg.AutomationCondition.in_progress(),
 )
 def verification_report(
-    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+    context: dg.AssetExecutionContext,
+    settings: AntmeterSettings,
+    store: MarketStoreResource,
+    candles: CandleSourceResource,
 ) -> dg.MaterializeResult:
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
     drift (PSI) against the training reference, and an after-fee long/flat/short back-test."""
     from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
-    from antmeter.live.report import ReportSettings, build_report, pnl_markdown, to_jsonable
-    from antmeter.live.verification import to_markdown
+    from antmeter.live.report import ReportSettings, build_report, to_jsonable
 
     now = utc_now()
     market = store.get()
@@ -140,6 +142,7 @@ def verification_report(
             primary_horizon=settings.primary_horizon,
             fee_bps=settings.fee_bps,
             feature_columns=tuple(model_feature_columns(config)),
+            plot_path=settings.path("reports", f"rolling_accuracy-{context.run_id}.png"),
         ),
         now,
         champions,
@@ -151,21 +154,72 @@ def verification_report(
     return dg.MaterializeResult(
         metadata={
             "verified": report.verified_rows,
-            "rolling_vs_baselines": dg.MetadataValue.md(
-                to_markdown(report.table) if len(report.table) else "nothing verified yet"
-            ),
-            "after_fee_pnl": dg.MetadataValue.md(pnl_markdown(report.pnl)),
-            "drift": dg.MetadataValue.md(
-                report.drift.round(4).to_markdown(index=False)
-                if len(report.drift)
-                else "no drift reference yet"
-            ),
+            **report_presentation(report, sorted(market.symbols()), sorted(champions)),
+            **verified_vs_oracle(market, now, settings, candles),
             "drift_alerts": len(alerts),
             "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
-            **({"plot_rolling_accuracy": dg.MetadataValue.path(str(report.plot))} if report.plot else {}),
             "as_of": str(now),
         }
     )
+
+
+def report_presentation(report, symbols: list[str], models: list[str]) -> dict[str, dg.MetadataValue]:
+    """The verification report for a 1,280 px page: rolling figures per horizon, P&L in long format,
+    drift worst-first, the rolling-accuracy plot as a picture (its file kept per run)."""
+    from antmeter.learn.plots import drift_markdown, image_markdown, long_markdown
+    from antmeter.live.verification import to_markdown
+
+    table = report.table
+    rolling = (
+        "\n\n".join(
+            f"**{int(h)} min**\n\n" + to_markdown(part.drop(columns="horizon_min"))
+            for h, part in table.groupby("horizon_min")
+        )
+        if len(table)
+        else "nothing verified yet"
+    )
+    pnl = (
+        long_markdown(report.pnl, ("series", "book", "field"))
+        if report.pnl
+        else "no verified predictions yet"
+    )
+    if any(isinstance(v, dict) and "periods_per_year" in v for v in report.pnl.values()):
+        pnl += "\n\nSharpe: mean / std of the per-period net return × √(periods_per_year), i.e. annualised."
+    meta = {
+        "rolling_vs_baselines": dg.MetadataValue.md(rolling),
+        "after_fee_pnl": dg.MetadataValue.md(pnl),
+        "drift": dg.MetadataValue.md(drift_markdown(report.drift, symbols, models)),
+    }
+    if report.plot:
+        meta["plot_rolling_accuracy"] = dg.MetadataValue.md(image_markdown(report.plot, "rolling accuracy"))
+        meta["plot_rolling_accuracy_file"] = dg.MetadataValue.path(str(report.plot))
+    return meta
+
+
+def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleSourceResource) -> dict:
+    """On the simulator: the model's accuracy on the verified rows of the report's lookback next to the
+    Bayes oracle's on the same rows (the attainable ceiling)."""
+    if candles.kind != "simulator" or settings.task != "binary":
+        return {}
+    from antmeter.learn.oracle import oracle_accuracy_of_rows
+    from antmeter.live.report import ReportSettings
+    from antmeter.live.verification import join_verification
+
+    since = (now - ReportSettings(data_dir=Path(settings.data_dir)).lookback, None)
+    verified = market.read_frame("verification", time_range=since)
+    if not len(verified):
+        return {}
+    rows = join_verification(market.read_frame("predictions", time_range=since), verified)
+    rows = rows.assign(open_time=rows["prediction_time"], realized_up=rows["realized_class"].astype(int))
+    rows["oracle_correct"] = oracle_accuracy_of_rows(rows, candles.simulator_config())
+    rows["model_correct"] = rows["predicted_class"].astype(int) == rows["realized_up"]
+    table = (
+        rows.groupby(["model_name", "model_version", "horizon_min"])
+        .agg(n=("model_correct", "size"), model=("model_correct", "mean"), oracle=("oracle_correct", "mean"))
+        .reset_index()
+        .round(4)
+    )
+    return {"accuracy_vs_oracle": dg.MetadataValue.md(table.to_markdown(index=False))}
 
 
 def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_minutes):

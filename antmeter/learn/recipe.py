@@ -30,6 +30,8 @@ from antmeter.learn.folds import Fold, holdout_split, walk_forward_folds
 from antmeter.learn.metrics import evaluate_predictions
 
 Progress = Callable[[str], None]
+# Scores a ceiling (the simulator's oracle) on sample indices: tidy (model, horizon, metric, value) rows.
+Ceiling = Callable[[np.ndarray], pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -159,6 +161,7 @@ def _evaluate(
     eval_idx: np.ndarray,
     config: RecipeConfig,
     include_model: bool = True,
+    ceiling: Ceiling | None = None,
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     from threadpoolctl import threadpool_limits
 
@@ -179,6 +182,8 @@ def _evaluate(
             frames.append(
                 evaluate_predictions(name, view.y_class, view.y_reg, b_proba, b_reg, scaled.spec.horizons)
             )
+    if ceiling is not None:
+        frames.append(ceiling(eval_idx))
     return pd.concat(frames, ignore_index=True), proba, reg
 
 
@@ -190,11 +195,13 @@ def train_candidate(
     progress: Progress = print,
     base_bundle: Path | None = None,
     extra_serving: dict[str, Any] | None = None,
+    ceiling: Ceiling | None = None,
 ) -> CandidateResult:
     """Train (``base_bundle`` None) or fine-tune (``base_bundle`` = the champion's bundle) a candidate.
 
-    Returns fold and holdout metrics next to the baselines on the same rows, and a bundle directory
-    with weights, scalers, ONNX fp32 + INT8 and a parity report on the holdout windows.
+    Returns fold and holdout metrics next to the baselines (and ``ceiling``'s rows, e.g. the
+    simulator's oracle) on the same rows, and a bundle directory with weights, scalers, ONNX fp32 +
+    INT8 and a parity report on the holdout windows.
     """
     started = time.monotonic()
     folds, holdout = split(samples, config)
@@ -211,7 +218,7 @@ def train_candidate(
                     samples, fold, config, seed, work_dir / f"ckpt-seed{seed}-fold{k}", progress
                 )
                 metrics, _, _ = _evaluate(
-                    config.model_type, result, scaled, fold.train, fold.validation, config
+                    config.model_type, result, scaled, fold.train, fold.validation, config, ceiling=ceiling
                 )
                 fold_frames.append(metrics.assign(fold=k, seed=seed))
                 history.extend({**row, "fold": k, "seed": seed} for row in result.history)
@@ -224,7 +231,7 @@ def train_candidate(
         )
         history.extend({**row, "fold": -1, "seed": config.seeds[0]} for row in final.history)
     holdout_metrics, proba, reg = _evaluate(
-        config.model_type, final, final_scaled, final_train, holdout.validation, config
+        config.model_type, final, final_scaled, final_train, holdout.validation, config, ceiling=ceiling
     )
     bundle = work_dir / "bundle"
     trained_until = pd.Timestamp(samples.sample_time[final_train].max(), tz="UTC")
@@ -347,18 +354,18 @@ def _plots(
     directory: Path,
 ) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    h = list(scaled.spec.horizons).index(config.primary_horizon)
+    horizons = list(scaled.spec.horizons)
     view = scaled.view(idx)
-    title = f"{config.model_type} holdout, {config.primary_horizon}m"
+    title = f"{config.model_type} holdout"
     return {
         "confusion_matrix": plots.plot_confusion(
-            view.y_class[:, h], proba[:, h], directory / "confusion_matrix.png", title
+            view.y_class, proba, horizons, directory / "confusion_matrix.png", title
         ),
         "calibration": plots.plot_calibration(
-            view.y_class[:, h], proba[:, h], directory / "calibration.png", title
+            view.y_class, proba, horizons, directory / "calibration.png", title
         ),
         "predictions_vs_outcomes": plots.plot_predictions_vs_outcomes(
-            reg[:, h], view.y_reg[:, h], directory / "predictions_vs_outcomes.png", title
+            reg, view.y_reg, horizons, directory / "predictions_vs_outcomes.png", title
         ),
     }
 

@@ -25,6 +25,8 @@ class ReportSettings:
     rolling_window: str = "6h"
     feature_columns: tuple[str, ...] = ()
     retrain_policy: policy.RetrainPolicy = field(default_factory=policy.RetrainPolicy)
+    # where the rolling-accuracy plot goes (one file per report; default reports/rolling_accuracy.png)
+    plot_path: Path | None = None
 
 
 @dataclass
@@ -71,8 +73,9 @@ def build_report(
         joined = verification.add_baselines(joined, candles=candles, class_rates=rates, task=settings.task)
         table = verification.rolling_report(joined, settings.rolling_window, task=settings.task, every=60)
         plot = verification.plot_rolling_accuracy(
-            table[table["horizon_min"] == settings.primary_horizon],
-            settings.data_dir / "reports" / "rolling_accuracy.png",
+            table,
+            settings.plot_path or settings.data_dir / "reports" / "rolling_accuracy.png",
+            warmup=settings.rolling_window,
         )
         primary = joined[joined["horizon_min"] == settings.primary_horizon]
         for (name, version, symbol), group in primary.groupby(["model_name", "model_version", "symbol"]):

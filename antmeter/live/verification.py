@@ -395,22 +395,30 @@ def to_markdown(frame: pd.DataFrame, latest_only: bool = True, floatfmt: str = "
     return table.to_markdown(index=False, floatfmt=floatfmt)
 
 
-def plot_rolling_accuracy(report: pd.DataFrame, path: str | Path, title: str | None = None) -> Path:
+def plot_rolling_accuracy(
+    report: pd.DataFrame, path: str | Path, title: str | None = None, warmup: str | pd.Timedelta | None = None
+) -> Path:
     """Plot rolling accuracy of the model vs its baselines over time, one panel per group; returns the PNG path.
 
-    An empty report gives a placeholder figure (so a scheduled report never fails for lack of data).
+    ``warmup`` (the rolling window's span) leaves out each group's windows that do not yet span it (their
+    accuracy is over a handful of rows). An empty report gives a placeholder figure (so a scheduled
+    report never fails for lack of data).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     require_columns(report, REPORT_COLUMNS, "report")
+    if warmup is not None and len(report):
+        first = report.groupby(GROUP_COLUMNS)["window_end"].transform("min")
+        report = report[report["window_end"] >= first + pd.Timedelta(warmup)]
     groups = list(report.groupby(GROUP_COLUMNS, sort=True))
     figure = Figure(figsize=(10, 3.2 * max(len(groups), 1)), layout="constrained")
     FigureCanvasAgg(figure)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not groups:
-        figure.text(0.5, 0.5, "no verified predictions yet", ha="center", va="center")
+        empty = "rolling window not yet full" if warmup is not None else "no verified predictions yet"
+        figure.text(0.5, 0.5, empty, ha="center", va="center")
         figure.savefig(path, dpi=100)
         return path
     axes = figure.subplots(len(groups), 1, squeeze=False)[:, 0]

@@ -3,11 +3,13 @@ metrics next to the baselines, plots, and the model bundle registered as a new v
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +40,41 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The experiment opens as model training in the MLflow UI (not the GenAI view).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
+# Where `bash run.sh mlflow` serves the UI of the local store (ANTMETER_MLFLOW_UI_URL overrides).
+LOCAL_UI_URL = "http://127.0.0.1:5000"
+
+
+def run_url(client, tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: the tracking server's when one is configured, else the local UI's."""
+    base = os.environ.get("ANTMETER_MLFLOW_UI_URL") or (
+        tracking_uri if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI_URL
+    )
+    experiment = client.get_run(run_id).info.experiment_id
+    return f"{base.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}"
+
+
 def _metric_key(*parts: object) -> str:
-    return ".".join(str(p) for p in parts).replace("@", "_")
+    """A ``/``-separated metric name (MLflow groups metrics by their prefixes)."""
+    return "/".join(str(p) for p in parts).replace("@", "_")
+
+
+@contextlib.contextmanager
+def training_run(
+    client, registered_name: str, mode: str, config: dict[str, Any], tags: dict[str, str] | None = None
+) -> Iterator[Any]:
+    """The MLflow run of one candidate, open while it trains (so the run's duration is the training's)."""
+    import mlflow
+
+    lineage = {"git_commit": git_commit(), "config_hash": config_hash(config), "mode": mode, **(tags or {})}
+    with mlflow.start_run(run_name=f"{registered_name}-{mode}", tags=lineage) as run:
+        client.set_experiment_tag(run.info.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        mlflow.log_params({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in config.items()})
+        yield run
 
 
 def log_candidate(
@@ -49,36 +84,57 @@ def log_candidate(
     config: dict[str, Any],
     dataset: dict[str, Any],
     tags: dict[str, str] | None = None,
+    dataset_source: str | None = None,
 ) -> tuple[str, str]:
-    """Log one candidate to MLflow and register its bundle; returns (run id, model version)."""
+    """Log one candidate to MLflow and register its bundle; returns (run id, model version).
+
+    Logs into the active run (opened by :func:`training_run` when training started), or a new one.
+    Metrics: ``train/fold{k}/<loss>`` per epoch (steps = epochs), ``cv/fold{k}/<model>/<metric>_<h>m``
+    per fold, ``cv/mean/...`` over folds and ``holdout/<model>/<metric>_<h>m`` (models, baselines and,
+    on the simulator, the oracle ceiling of the same rows).
+    """
     import mlflow
 
-    lineage = {
-        "git_commit": git_commit(),
-        "config_hash": config_hash(config),
-        "dataset_fingerprint": str(dataset.get("fingerprint", "")),
-        "mode": result.mode,
-        "trained_until": str(result.trained_until),
-        **(tags or {}),
-    }
-    with mlflow.start_run(run_name=f"{registered_name}-{result.mode}", tags=lineage) as run:
-        mlflow.log_params({k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in config.items()})
+    with contextlib.ExitStack() as stack:
+        if mlflow.active_run() is None:
+            stack.enter_context(training_run(client, registered_name, result.mode, config, tags))
+        run = mlflow.active_run()
+        lineage = {
+            "dataset_fingerprint": str(dataset.get("fingerprint", "")),
+            "trained_until": str(result.trained_until),
+        }
+        mlflow.set_tags(lineage)
         mlflow.log_dict(dataset, "dataset.json")
-        for step, row in enumerate(result.history):
-            prefix = f"fold{int(row.get('fold', 0))}"
+        mlflow.log_input(_dataset_entity(dataset, dataset_source), context="training")
+        for (fold, seed), rows in _epochs_by_fold(result.history).items():
+            prefix = f"train/fold{fold}" + (f"/seed{seed}" if seed else "")
+            for epoch, row in enumerate(rows):
+                mlflow.log_metrics(
+                    {
+                        f"{prefix}/{k}": float(v)
+                        for k, v in row.items()
+                        if k not in ("fold", "seed", "epoch") and pd.notna(v)
+                    },
+                    step=int(row.get("epoch", epoch)),
+                )
+        if not result.fold_metrics.empty:
             mlflow.log_metrics(
                 {
-                    f"{prefix}.{k}": float(v)
-                    for k, v in row.items()
-                    if k not in ("fold", "seed", "epoch") and pd.notna(v)
-                },
-                step=step,
+                    _metric_key("cv", f"fold{int(r.fold)}", r.model, f"{r.metric}_{r.horizon}m"): float(
+                        r.value
+                    )
+                    for r in result.fold_metrics.groupby(
+                        ["fold", "model", "metric", "horizon"], as_index=False
+                    )["value"]
+                    .mean()
+                    .itertuples()
+                    if pd.notna(r.value)
+                }
             )
-        if not result.fold_metrics.empty:
             summary = summarize_folds(result.fold_metrics)
             mlflow.log_metrics(
                 {
-                    _metric_key("cv", r.model, f"{r.metric}_{r.horizon}m"): float(r["mean"])
+                    _metric_key("cv", "mean", r.model, f"{r.metric}_{r.horizon}m"): float(r["mean"])
                     for _, r in summary.iterrows()
                     if pd.notna(r["mean"])
                 }
@@ -92,7 +148,7 @@ def log_candidate(
         )
         mlflow.log_metrics(
             {
-                f"parity.{k}": float(v)
+                f"parity/{k}": float(v)
                 for k, v in result.parity.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)
             }
@@ -106,14 +162,92 @@ def log_candidate(
             mlflow.log_artifacts(str(tables), "reports")
         for path in result.plots.values():
             mlflow.log_artifact(str(path), "plots")
+        write_mlmodel(result.bundle_dir, run.info.run_id)
+        all_tags = {**run.data.tags, **lineage}
         version = versions.register_bundle(
             client,
             registered_name,
             run.info.run_id,
             result.bundle_dir,
-            tags={k: str(v) for k, v in lineage.items()},
+            tags={k: str(v) for k, v in all_tags.items() if not k.startswith("mlflow.")},
         )
+        describe_version(client, registered_name, str(version.version), result, dataset)
     return run.info.run_id, str(version.version)
+
+
+def _epochs_by_fold(history: list[dict[str, float]]) -> dict[tuple[int, int], list[dict[str, float]]]:
+    grouped: dict[tuple[int, int], list[dict[str, float]]] = {}
+    for row in history:
+        grouped.setdefault((int(row.get("fold", 0)), int(row.get("seed", 0))), []).append(row)
+    return grouped
+
+
+def _dataset_entity(dataset: dict[str, Any], source: str | None):
+    """The training samples as an MLflow dataset (name, digest = fingerprint, where they lie)."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    return MetaDataset(
+        source=resolve_dataset_source(source or "unknown"),
+        name=f"antmeter-training-{dataset.get('samples', '?')}-samples",
+        digest=str(dataset.get("fingerprint", ""))[:36],
+    )
+
+
+def onnx_signature(path: Path):
+    """The ONNX model's input/output tensor schema as an MLflow signature (dynamic axes as -1)."""
+    import onnx
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(value) -> TensorSpec:
+        tensor = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        return TensorSpec(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type), shape, value.name)
+
+    return ModelSignature(
+        inputs=Schema([spec(v) for v in graph.input]), outputs=Schema([spec(v) for v in graph.output])
+    )
+
+
+def write_mlmodel(bundle_dir: Path, run_id: str) -> Path:
+    """An ``MLmodel`` file in the bundle: the ONNX (INT8) flavor with its input/output signature, so the
+    registered version shows its schema in the MLflow UI."""
+    import onnx
+    from mlflow.models import Model
+
+    from antmeter.learn.bundle import ONNX_INT8
+
+    model = Model(artifact_path="model", run_id=run_id, signature=onnx_signature(bundle_dir / ONNX_INT8))
+    model.add_flavor("onnx", onnx_version=onnx.__version__, data=ONNX_INT8)
+    path = Path(bundle_dir) / "MLmodel"
+    model.save(str(path))
+    return path
+
+
+def describe_version(
+    client, name: str, version: str, result: CandidateResult, dataset: dict[str, Any]
+) -> None:
+    """The version's description: what it is and what it was trained on (the gate adds its result)."""
+    serving = json.loads((Path(result.bundle_dir) / "serving.json").read_text())
+    days = serving.get("training_days") or []
+    lines = [
+        f"{serving.get('model_type')} ({result.mode} training), {serving.get('task')} direction classifier "
+        f"+ return regression for horizons {serving.get('horizons')} min; ONNX fp32 + INT8 with scalers.",
+        f"Trained on {dataset.get('samples', '?')} samples of {', '.join(serving.get('symbols', []))}"
+        + (f", days {days[0]} .. {days[-1]}" if days else "")
+        + f", until {result.trained_until} (dataset {dataset.get('fingerprint', '?')}).",
+    ]
+    client.update_model_version(name, version, description="\n\n".join(lines)[:5000])
+
+
+def gate_description(client, name: str, version: str, gate: str) -> None:
+    """Append the gate's result to the version's description."""
+    current = client.get_model_version(name, version).description or ""
+    kept = current.split("\n\nGate: ")[0]
+    client.update_model_version(name, version, description=f"{kept}\n\nGate: {gate}"[:5000])
 
 
 def classification_report(result: CandidateResult) -> str:

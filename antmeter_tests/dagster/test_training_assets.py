@@ -15,6 +15,7 @@ naive baseline, asserted below), not a statistical test of the gate.
 
 from __future__ import annotations
 
+import base64
 import re
 import subprocess
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 from antmeter.learn.bundle import ONNX_FP32, ONNX_INT8, SERVING_FILE
 from antmeter.learn.recipe import RecipeConfig
 from antmeter.registry import tracking, versions
-from antmeter_assets import features, market, models
+from antmeter_assets import features, market, models, serving
 from antmeter_resources import CandleSourceResource
 from antmeter_tests.dagster.conftest import Pipeline, check_results, make_pipeline, symbol_day
 
@@ -114,10 +115,13 @@ def test_candidate_is_registered_with_lineage(noise_run):
     )
     assert version.tags["dataset_fingerprint"] == metadata(result, "training_dataset")["fingerprint"]
     assert version.tags["dataset_fingerprint"] == candidate["dataset_fingerprint"]
-    assert version.run_id == candidate["mlflow_run_id"]
     run = client.get_run(version.run_id)
+    # the run id links to the run's page in the MLflow UI
+    assert candidate["mlflow_run_id"] == (
+        f"[{run.info.run_id}](http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id})"
+    )
     assert run.data.tags["dagster_run_id"] == result.run_id
-    assert {f"holdout.{m}.log_loss_5m" for m in ("lstm", *NAIVE, "logistic", "gradient_boosting")} <= set(
+    assert {f"holdout/{m}/log_loss_5m" for m in ("lstm", *NAIVE, "logistic", "gradient_boosting")} <= set(
         run.data.metrics
     )
     # the registered bundle holds files only (weights, scalers, ONNX), no pickles
@@ -130,13 +134,64 @@ def test_candidate_metadata_compares_with_the_baselines(noise_run):
     _, result, _ = noise_run
     candidate = metadata(result, "lstm_candidate")
     expected = {"lstm", *NAIVE, "logistic", "gradient_boosting"}
-    assert markdown_rows(candidate["holdout_vs_baselines"]) == expected
-    assert markdown_rows(candidate["walk_forward_vs_baselines"]) == expected
-    assert "log_loss@5m" in candidate["holdout_vs_baselines"].splitlines()[0]
+    # one table per horizon, each with the model, the baselines and the oracle ceiling of the same rows
+    for key in ("holdout_vs_baselines", "walk_forward_vs_baselines"):
+        tables = candidate[key].split("\n\n")
+        assert tables[0::2] == ["**5 min**", "**10 min**", "**30 min**"], key
+        for table in tables[1::2]:
+            assert markdown_rows(table) == expected | {"oracle"}, key
+            assert table.splitlines()[0].split("|")[2].strip() == "accuracy"
+            assert max(len(line) for line in table.splitlines()) < 160  # fits a 1,280 px page
     assert candidate["parity_problems"] == []
-    for key, path in candidate.items():
-        if key.startswith("plot_"):
-            assert Path(path).is_file(), key
+    plots = {k for k in candidate if k.startswith("plot_") and not k.endswith("_file")}
+    assert plots == {"plot_confusion_matrix", "plot_calibration", "plot_predictions_vs_outcomes"}
+    for key in plots:
+        image = candidate[key]
+        assert image.startswith(f"![{key.removeprefix('plot_').replace('_', ' ')}](data:image/png;base64,")
+        png = base64.b64decode(image.split("base64,", 1)[1].rstrip(")"))
+        assert png.startswith(b"\x89PNG") and len(png) <= 100_000, key
+        # the file is kept, one per materialization (under the run's own directory)
+        path = Path(candidate[f"{key}_file"])
+        assert path.is_file() and result.run_id in path.parts, key
+
+
+def test_oracle_ceiling_is_scored_on_the_same_rows(noise_run):
+    """On this martingale market the oracle has nothing to know: its accuracy is about a coin's, and
+    it sits next to the model in the holdout, walk-forward and MLflow figures."""
+    _, result, client = noise_run
+    candidate = metadata(result, "lstm_candidate")
+    run = client.get_run(client.get_model_version(REGISTERED, candidate["model_version"]).run_id)
+    for horizon in (5, 10, 30):
+        oracle = run.data.metrics[f"holdout/oracle/accuracy_{horizon}m"]
+        assert 0.4 < oracle < 0.6, (horizon, oracle)
+        assert f"cv/mean/oracle/accuracy_{horizon}m" in run.data.metrics
+        assert f"cv/fold0/oracle/accuracy_{horizon}m" in run.data.metrics
+    # the gate compares with baselines, never with the ceiling
+    assert "oracle" not in metadata(result, "lstm_champion")["baseline_scores"]
+
+
+def test_mlflow_run_reads_as_model_training(noise_run):
+    _, result, client = noise_run
+    candidate = metadata(result, "lstm_candidate")
+    version = client.get_model_version(REGISTERED, candidate["model_version"])
+    run = client.get_run(version.run_id)
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    # the run was open while the model trained
+    assert (run.info.end_time - run.info.start_time) / 1000 >= candidate["seconds"]
+    # per-fold accuracy and per-epoch curves with steps
+    assert "cv/fold2/lstm/accuracy_5m" in run.data.metrics
+    curve = client.get_metric_history(run.info.run_id, "train/fold0/val_loss")
+    assert len(curve) >= 2 and [m.step for m in curve] == sorted({m.step for m in curve})
+    # the registered version: a description, a signature of the ONNX model, a logged dataset
+    assert "lstm (full training)" in version.description
+    assert "Gate: REJECTED" in version.description
+    mlmodel = mlflow.models.Model.load(f"models:/{REGISTERED}/{version.version}")
+    inputs = mlmodel.signature.inputs.to_dict()
+    assert inputs[0]["name"] == "x" and inputs[0]["tensor-spec"]["shape"][0] == -1
+    assert [o["name"] for o in mlmodel.signature.outputs.to_dict()] == ["proba", "regression"]
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest == metadata(result, "training_dataset")["fingerprint"]
 
 
 def test_gate_rejects_a_candidate_trained_on_a_martingale(noise_run):
@@ -179,3 +234,34 @@ def test_champion_servable_checks_the_serving_version(noise_run):
     served = pipeline.data_dir / "models" / "lstm" / "champion"
     assert (served / "registry.json").read_text() == f'{{"name": "{REGISTERED}", "version": "{version}"}}'
     assert (served / ONNX_INT8).is_file()
+
+
+def test_verification_report_reads_on_one_page_with_the_oracle(noise_run, monkeypatch):
+    """With the champion served (previous test), predictions and their verification at a pinned clock on
+    the last harvested day: the report's tables fit a page, the rolling plot is a picture in its own
+    file, and the model's accuracy on the verified rows sits next to the oracle's on the same rows."""
+    pipeline, _, _ = noise_run
+    monkeypatch.setenv("ANTMETER_NOW", f"{DAYS[-1]}T12:00:00")
+    result = pipeline.materialize([serving.predictions, serving.verification_report])
+    assert result.success, result.get_step_failure_events()
+    report = metadata(result, "verification_report")
+    assert report["verified"] > 100
+    lines = report["accuracy_vs_oracle"].splitlines()
+    assert [c.strip() for c in lines[0].split("|")[1:-1]] == [
+        "model_name",
+        "model_version",
+        "horizon_min",
+        "n",
+        "model",
+        "oracle",
+    ]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines[2:]]
+    assert [int(r[2]) for r in rows] == [5, 10, 30]
+    for row in rows:
+        assert int(row[3]) > 100 and abs(float(row[5]) - 0.5) < 0.1  # a martingale: the oracle is a coin
+    rolling = report["rolling_vs_baselines"].split("\n\n")
+    assert rolling[0::2] == ["**5 min**", "**10 min**", "**30 min**"]
+    for text in (*rolling[1::2], report["after_fee_pnl"], report["drift"]):
+        assert max(len(line) for line in text.splitlines()) < 180
+    assert report["plot_rolling_accuracy"].startswith("![rolling accuracy](data:image/png;base64,")
+    assert result.run_id in Path(report["plot_rolling_accuracy_file"]).name

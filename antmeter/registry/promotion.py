@@ -12,7 +12,9 @@ symbols of one minute move together) and tested with the Diebold–Mariano stati
 ``t = mean(d) / se``, where ``se`` is the Newey–West (Bartlett kernel, HAC) standard error with lag
 ``L = max(ceil(h / step) - 1, floor(4 (T / 100)^(2/9)))``: an ``h``-minute outcome overlaps the next
 ``h - 1``, so at least ``h - 1`` autocovariances are kept. ``p`` is one-sided from Student's t with
-``T - 1`` degrees of freedom.
+``T - 1`` degrees of freedom. The first ``ceil(h / step) - 1`` autocovariances (the overlap) get full
+weight (Hansen–Hodrick), the remaining ones Bartlett weights: plain Bartlett weights would understate
+the overlap's variance and promote noise too often (measured in the property tests).
 
 * **superiority** over the champion: ``H0: E[d] >= 0``; passes when ``p < level``;
 * **non-inferiority** to the best fitted baseline (``logistic``, ``gradient_boosting``: the lowest mean
@@ -50,7 +52,7 @@ class GateConfig:
     metric: str = "log_loss"
     horizon: int = 5
     level: float = 0.05
-    margin: float = 0.002
+    margin: float = 0.01
     min_effective_samples: float = 50.0
 
     def __post_init__(self) -> None:
@@ -159,14 +161,20 @@ def hac_lag(horizon: int, step_minutes: float, n_times: int) -> int:
     return int(min(max(overlap, rule), max(n_times - 2, 0)))
 
 
-def newey_west_se(series: np.ndarray, lag: int) -> float:
-    """HAC standard error of the mean of ``series`` (Bartlett kernel, ``lag`` autocovariances)."""
+def newey_west_se(series: np.ndarray, lag: int, overlap: int = 0) -> float:
+    """HAC standard error of the mean of ``series``: the first ``overlap`` autocovariances at full
+    weight (Hansen–Hodrick: exact for the MA(overlap) that overlapping outcomes create), the rest up to
+    ``lag`` with Bartlett weights; falls back to pure Bartlett (Newey–West) if that is not positive."""
     x = np.asarray(series, dtype=np.float64)
     n = x.size
     e = x - x.mean()
-    variance = float(e @ e) / n
-    for k in range(1, lag + 1):
-        variance += 2.0 * (1.0 - k / (lag + 1.0)) * float(e[k:] @ e[:-k]) / n
+    gamma = [float(e[k:] @ e[: n - k]) / n for k in range(lag + 1)]
+    overlap = min(overlap, lag)
+    tail = lag - overlap
+    variance = gamma[0] + 2.0 * sum(gamma[1 : overlap + 1])
+    variance += 2.0 * sum((1.0 - j / (tail + 1.0)) * gamma[overlap + j] for j in range(1, tail + 1))
+    if variance <= 0:
+        variance = gamma[0] + 2.0 * sum((1.0 - k / (lag + 1.0)) * gamma[k] for k in range(1, lag + 1))
     return math.sqrt(max(variance, 0.0) / n)
 
 
@@ -201,8 +209,9 @@ def paired_test(
     n = d.size
     if n < 3:
         raise ValueError(f"a paired test needs >= 3 sample times, got {n}")
-    lag = hac_lag(horizon, _step_minutes(keys), n)
-    se = newey_west_se(d, lag)
+    step = _step_minutes(keys)
+    lag = hac_lag(horizon, step, n)
+    se = newey_west_se(d, lag, overlap=max(math.ceil(horizon / max(step, 1e-9)) - 1, 0))
     mean = float(d.mean())
     if se > 0:
         statistic = (mean - margin) / se

@@ -34,7 +34,7 @@ Rolling features are autocorrelated and seasonal, so neither the chi-square floo
 says how large PSI gets by chance. :func:`feature_drift` (``null_step`` set) therefore compares each
 feature's PSI with **its own null distribution**: the PSI (hours not matched) of every same-length
 sub-window of the reference (contiguous per symbol, start stepped by ``null_step`` rows) against the
-whole reference, and the current window's PSI computed the same way. ``p = (1 + #{null >= observed})
+rest of the reference, hour-matched to the sub-window's own hours exactly as the current window is. ``p = (1 + #{null >= observed})
 / (1 + K)``. Across features the p-values are corrected by Benjamini–Hochberg at ``fdr``; a feature is
 ``alert`` only when it is BH-significant **and** its hour-matched PSI is at least ``alert``. At least
 ``min_current`` current rows are needed (else ``insufficient``). :func:`persistent_drift` asks for an
@@ -183,8 +183,11 @@ def _times(frame: pd.DataFrame, time_column: str, source: str) -> pd.DatetimeInd
 
 def hour_matched_weights(reference_times: pd.DatetimeIndex, current_times: pd.DatetimeIndex) -> np.ndarray:
     """Reference weights giving each UTC hour of day the share it has in the current window (0 elsewhere)."""
-    ref_hours = np.asarray(reference_times.hour)
-    cur_hours = np.asarray(current_times.hour)
+    return hour_matched_weights_from_hours(np.asarray(reference_times.hour), np.asarray(current_times.hour))
+
+
+def hour_matched_weights_from_hours(ref_hours: np.ndarray, cur_hours: np.ndarray) -> np.ndarray:
+    """:func:`hour_matched_weights` on hour-of-day arrays."""
     cur_share = np.bincount(cur_hours, minlength=24) / max(cur_hours.size, 1)
     ref_count = np.bincount(ref_hours, minlength=24)
     per_hour = np.divide(cur_share, ref_count, out=np.zeros(24), where=ref_count > 0)
@@ -242,11 +245,18 @@ def feature_drift(
         raise ValueError(f"feature column(s) {missing} missing from the reference or current frame")
     weights = np.ones(len(reference_frame))
     current_used = np.ones(len(current_frame), dtype=bool)
+    ref_hours = current_hours = None
     if match_hours:
         ref_times = _times(reference_frame, time_column, "reference_frame")
         cur_times = _times(current_frame, time_column, "current_frame")
         current_used = np.isin(np.asarray(cur_times.hour), np.unique(np.asarray(ref_times.hour)))
         weights = hour_matched_weights(ref_times, cur_times[current_used])
+        ref_hours, current_hours = np.asarray(ref_times.hour), np.asarray(cur_times.hour)[current_used]
+    groups = (
+        list(reference_frame.groupby("symbol", sort=False).indices.values())
+        if "symbol" in reference_frame.columns
+        else [np.arange(len(reference_frame))]
+    )
     rows = []
     for column in columns:
         ref = reference_frame[column].to_numpy(dtype="float64", na_value=np.nan)
@@ -262,7 +272,7 @@ def feature_drift(
         floor = noise_floor(n_ref, n_cur, bins, noise_quantile)
         p_value, q95 = (np.nan, np.nan)
         if null_step is not None:
-            p_value, q95 = _null_p_value(reference_frame, ref, cur, bins, null_step)
+            p_value, q95 = _null_p_value(ref, ref_hours, groups, psi, n_cur, current_hours, bins, null_step)
         rows.append((column, psi, drift_status(psi, floor, watch, alert), n_ref, n_cur, floor, p_value, q95))
     frame = pd.DataFrame(rows, columns=DRIFT_COLUMNS)
     if null_step is not None:
@@ -281,23 +291,30 @@ def feature_drift(
 
 
 def _null_p_value(
-    reference_frame: pd.DataFrame, ref: np.ndarray, cur: np.ndarray, bins: int, step: int
+    ref: np.ndarray,
+    ref_hours: np.ndarray | None,
+    groups: Sequence[np.ndarray],
+    observed: float,
+    length: int,
+    current_hours: np.ndarray | None,
+    bins: int,
+    step: int,
 ) -> tuple[float, float]:
-    """p-value of the current window's (unmatched) PSI among same-length reference sub-windows'."""
-    finite_cur = cur[np.isfinite(cur)]
-    length = finite_cur.size
-    observed = population_stability_index(ref, finite_cur, bins)
-    groups = (
-        reference_frame.groupby("symbol", sort=False).indices.values()
-        if "symbol" in reference_frame.columns
-        else [np.arange(len(reference_frame))]
-    )
+    """p-value of ``observed`` among the PSIs of same-length reference sub-windows, each against the rest
+    of the reference (the sub-window left out), hour-matched like the current window when hours are given."""
     null = []
     for positions in groups:
-        values = ref[np.asarray(positions)]
-        values = values[np.isfinite(values)]
-        for start in range(0, values.size - length + 1, max(step, 1)):
-            null.append(population_stability_index(ref, values[start : start + length], bins))
+        positions = positions[np.isfinite(ref[positions])]
+        for start in range(0, positions.size - length + 1, max(step, 1)):
+            window = positions[start : start + length]
+            if ref_hours is None or current_hours is None:
+                weights = np.ones(ref.size)
+            else:
+                weights = hour_matched_weights_from_hours(ref_hours, ref_hours[window])
+            weights[window] = 0.0
+            if (weights > 0).sum() < bins:
+                continue
+            null.append(population_stability_index(ref, ref[window], bins, reference_weights=weights))
     if not null:
         return np.nan, np.nan
     null_values = np.asarray(null)

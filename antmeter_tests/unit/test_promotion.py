@@ -140,7 +140,9 @@ def test_a_candidate_worse_than_the_best_fitted_baseline_is_rejected_even_when_i
 
 def test_first_champion_must_beat_the_naive_baselines_significantly():
     data = losses(np.random.default_rng(3))
-    assert gate(data, first=True).promote  # 0.02 better than both naive baselines, a little better than logistic
+    assert gate(
+        data, first=True
+    ).promote  # 0.02 better than both naive baselines, a little better than logistic
     data["persistence"] = data["candidate"] + overlapping_noise(np.random.default_rng(4), T, 0.05)
     rejected = gate(data, first=True)
     assert not rejected.promote and "not shown better than persistence" in rejected.summary

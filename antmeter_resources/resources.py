@@ -57,7 +57,7 @@ class AntmeterSettings(dg.ConfigurableResource):
     training_days: int = 14
     serving_days: int = 0
     promotion_metric: str = "log_loss"
-    promotion_margin: float = 0.01
+    promotion_margin: float = 0.0
     promotion_level: float = 0.05
     promotion_min_effective_samples: float = 50.0
     seeds: list[int] = [0]

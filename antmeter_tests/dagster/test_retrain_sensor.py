@@ -19,10 +19,11 @@ from antmeter_assets import automation, features, market, models, serving
 from antmeter_resources import AntmeterSettings, CandleSourceResource
 from antmeter_tests.dagster.conftest import make_pipeline, symbol_day
 
-SYMBOLS = ["BTCUSDT"]
-FLIP = pd.Timestamp("2024-01-04T00:00:00Z")
-CHAMPION_CLOCK = "2024-01-04T00:00:00"
-LIVE = pd.Timestamp("2024-01-06T00:00:00Z")
+# the timeline of the daemon end-to-end test (same simulator seed, symbols and days)
+SYMBOLS = ["BTCUSDT", "ETHUSDT"]
+FLIP = pd.Timestamp("2024-03-06T00:00:00Z")
+CHAMPION_CLOCK = "2024-03-06T00:00:00"
+LIVE = pd.Timestamp("2024-03-08T00:00:00Z")
 POLICY = {"accuracy_threshold": 0.55, "min_samples": 200, "cooldown_candles": 60}
 TRAINING = [
     a for a in models.model_assets if a.key.path[0] in ("training_dataset", "lstm_candidate", "lstm_champion")
@@ -83,13 +84,13 @@ def live(tmp_path_factory):
     )
     state = Live(pipeline, monkeypatch)
     state.at(CHAMPION_CLOCK)
-    state.harvest(["2024-01-01", "2024-01-02", "2024-01-03"], featurize=("2024-01-02", "2024-01-03"))
+    state.harvest(["2024-03-03", "2024-03-04", "2024-03-05"], featurize=("2024-03-04", "2024-03-05"))
     trained = pipeline.materialize(TRAINING)
     assert trained.success, trained.get_step_failure_events()
     (gate,) = trained.asset_materializations_for_node("lstm_champion")
     state.first_gate = {k: v.value for k, v in gate.metadata.items()}
     state.at(LIVE)
-    state.harvest(["2024-01-04", "2024-01-05"])
+    state.harvest(["2024-03-06", "2024-03-07"])
     yield state
     monkeypatch.undo()
     instance.dispose()

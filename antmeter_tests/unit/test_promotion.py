@@ -19,7 +19,7 @@ from antmeter.registry.promotion import (
 
 FEATURES = ["rsi_14", "log_return_1", "volatility_15"]
 H = 5
-GATE = GateConfig(metric="log_loss", horizon=H, level=0.05, margin=0.01)
+GATE = GateConfig(metric="log_loss", horizon=H, level=0.05)
 T = 1200  # distinct sample times of a gate block (one symbol, every minute): n_eff = 240
 TIMES = np.datetime64("2024-03-01T00:00") + np.arange(T).astype("timedelta64[m]")
 
@@ -135,7 +135,14 @@ def test_a_candidate_worse_than_the_best_fitted_baseline_is_rejected_even_when_i
     data["logistic"] = data["candidate"] - 0.02  # the fitted baseline is much better still
     decision = gate(data)
     assert not decision.promote
-    assert "not shown non-inferior (margin 0.01) to logistic" in decision.summary
+    assert "significantly worse (margin 0.0) than logistic" in decision.summary
+    formal = GateConfig(horizon=H, margin=0.01, baseline_test="non_inferiority")
+    baselines = {k: data[k] for k in ("majority", "persistence", "logistic")}
+    data["logistic"] = data["candidate"] + 0.005 + overlapping_noise(np.random.default_rng(9), T, 0.05)
+    proven = decide_promotion(
+        formal, data["candidate"], TIMES, data["champion"], {**baselines, "logistic": data["logistic"]}
+    )
+    assert "significantly non-inferior (margin 0.01) to logistic" in proven.summary
 
 
 def test_first_champion_must_beat_the_naive_baselines_significantly():

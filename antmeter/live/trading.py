@@ -101,8 +101,9 @@ def tradable_returns(
     """Log return of a trade on each prediction entered at the close of the candle in which it was
     stored (``created_at``) plus ``delay_candles`` candles, held for its ``horizon_min``; NaN where a
     candle is missing. ``closes`` has ``symbol, open_time, close``."""
-    from antmeter.live._frames import lookup_close
+    from antmeter.live._frames import candle_closes, lookup_close
 
+    closes = candle_closes(closes)
     require_columns(predictions, ["symbol", "created_at", "horizon_min"], "predictions")
     if delay_candles < 0:
         raise ValueError(f"delay_candles must be >= 0, got {delay_candles}")

@@ -124,11 +124,12 @@ class GateDecision:
 
     @property
     def deciding_test(self) -> PairedTest | None:
-        """The test vs the champion (or, for a first champion, the weakest passed-or-failed one)."""
+        """The test vs the champion; for a first champion the weakest superiority test (largest p)."""
         for test in self.tests:
             if test.other == "champion":
                 return test
-        return max(self.tests, key=lambda t: t.p_value, default=None)
+        superiority = [t for t in self.tests if t.kind == "superiority"]
+        return max(superiority, key=lambda t: t.p_value, default=None)
 
     def record(self) -> dict[str, Any]:
         """A flat, JSON-able record (Dagster metadata, MLflow tags/metrics, the replay's ledger)."""

@@ -136,6 +136,7 @@ def population_stability_index(
     *,
     reference_weights: np.ndarray | None = None,
     epsilon: float = EPSILON,
+    edges: np.ndarray | None = None,
 ) -> float:
     """PSI of ``current`` against ``reference`` with ``bins`` quantile bins of the reference.
 
@@ -158,13 +159,20 @@ def population_stability_index(
         raise ValueError(
             f"need >= {bins} finite reference values and >= 1 current value, got {ref.size} and {cur.size}"
         )
-    edges = np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+    if edges is None:  # callers comparing many windows with one reference pass its edges once
+        edges = reference_edges(ref, bins)
     n_bins = edges.size + 1
     ref_share = np.bincount(np.searchsorted(edges, ref, side="right"), weights=weights, minlength=n_bins)
     ref_share = np.maximum(ref_share / weights.sum(), epsilon)
     cur_share = np.bincount(np.searchsorted(edges, cur, side="right"), minlength=n_bins) / cur.size
     cur_share = np.maximum(cur_share, epsilon)
     return float(np.sum((cur_share - ref_share) * np.log(cur_share / ref_share)))
+
+
+def reference_edges(reference: np.ndarray, bins: int) -> np.ndarray:
+    """The inner quantile bin edges of the reference (repeated quantiles merged)."""
+    ref = _finite(reference)
+    return np.unique(np.quantile(ref, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
 
 
 def _times(frame: pd.DataFrame, time_column: str, source: str) -> pd.DatetimeIndex:
@@ -268,7 +276,10 @@ def feature_drift(
         if n_cur < max(min_current, 1) or usable.sum() < bins:
             rows.append((column, np.nan, "insufficient", n_ref, n_cur, np.nan, np.nan, np.nan))
             continue
-        psi = population_stability_index(ref[usable], cur, bins, reference_weights=w)
+        # bins: quantiles of the whole reference, the same edges its sub-window null uses
+        psi = population_stability_index(
+            ref[usable], cur, bins, reference_weights=w, edges=reference_edges(ref, bins)
+        )
         floor = noise_floor(n_ref, n_cur, bins, noise_quantile)
         p_value, q95 = (np.nan, np.nan)
         if null_step is not None:
@@ -303,6 +314,7 @@ def _null_p_value(
     """p-value of ``observed`` among the PSIs of same-length reference sub-windows, each against the rest
     of the reference (the sub-window left out), hour-matched like the current window when hours are given."""
     null = []
+    edges = reference_edges(ref, bins)
     for positions in groups:
         positions = positions[np.isfinite(ref[positions])]
         for start in range(0, positions.size - length + 1, max(step, 1)):
@@ -314,7 +326,9 @@ def _null_p_value(
             weights[window] = 0.0
             if (weights > 0).sum() < bins:
                 continue
-            null.append(population_stability_index(ref, ref[window], bins, reference_weights=weights))
+            null.append(
+                population_stability_index(ref, ref[window], bins, reference_weights=weights, edges=edges)
+            )
     if not null:
         return np.nan, np.nan
     null_values = np.asarray(null)

@@ -134,6 +134,7 @@ def build_report(
             current_features,
             drift.psi_eligible(columns) if columns else None,
             windows=settings.drift_windows,
+            null_step=180,
         )
         worst = drift.max_psi(drift_frame)
         for entry in stats.values():

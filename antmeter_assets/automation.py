@@ -2,14 +2,16 @@
 
 harvest every minute · news hourly · predictions every 5 minutes (floor; new features also trigger
 them through declarative automation) · verification hourly · export daily · full retrain weekly ·
-retention daily. The drift sensor launches incremental retraining; repeated rejections escalate to
-a full retrain. ``ANTMETER_AUTOMATION=on`` starts all of them by default (the deployment sets it);
+retention daily. ``retrain_on_drift`` launches the incremental retrain of the model type whose
+accuracy chart alarmed (repeated rejections of that type escalate to its full retrain); drift alone
+is a warning. ``ANTMETER_AUTOMATION=on`` starts all of them by default (the deployment sets it);
 otherwise they are visible in the UI and stopped until switched on.
 """
 
 import datetime as dt
 import json
 import os
+from typing import NamedTuple
 
 import dagster as dg
 import pandas as pd
@@ -18,7 +20,7 @@ from antmeter.market.redaction import get_logger
 from antmeter.market.symbols import InvalidSymbolError, validate_symbol
 from antmeter_assets import jobs
 from antmeter_assets.partitions import clock_is_configured, symbol_day_key, symbol_partitions, utc_now
-from antmeter_resources import AlertWebhookResource
+from antmeter_resources import AlertWebhookResource, AntmeterSettings
 
 DEFAULT_STATUS = (
     dg.DefaultScheduleStatus.RUNNING
@@ -185,14 +187,15 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
 
 
 @dg.sensor(
-    jobs=[jobs.incremental_retrain_job, jobs.training_job],
+    jobs=list(jobs.retrain_jobs.values()),
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=SENSOR_STATUS,
-    description="Accuracy/drift → incremental retraining (escalates to full).",
+    description="Accuracy CUSUM of each serving champion → that model type's incremental retrain "
+    "(escalates to full); drift is a warning only.",
 )
-def retrain_on_drift(context: dg.SensorEvaluationContext):
-    """Reads the newest verification report; decides with the same policy function as the replay."""
-    from antmeter.live.policy import PolicyInput, PolicyState, RetrainPolicy, WindowStats, decide, run_key
+def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSettings):
+    """Reads the newest verification report; decides per model type with the replay's policy function."""
+    from antmeter.live.policy import PolicyInput, WindowStats, decide, run_key
 
     record = context.instance.fetch_materializations(dg.AssetKey("verification_report"), limit=1).records
     if not record:
@@ -201,16 +204,27 @@ def retrain_on_drift(context: dg.SensorEvaluationContext):
     cursor = json.loads(context.cursor) if context.cursor else {}
     if cursor.get("storage_id") == latest.storage_id:
         return dg.SkipReason(f"verification report {latest.storage_id} already evaluated")
-    state = PolicyState(
-        last_retrain_at=pd.Timestamp(cursor["last_retrain_at"]) if cursor.get("last_retrain_at") else None,
-        consecutive_rejections=rejection_streak(context.instance),
-    )
     meta = latest.asset_materialization.metadata
     stats = meta["policy_stats"].value if "policy_stats" in meta else {}
     now = pd.Timestamp(meta["as_of"].value) if "as_of" in meta else utc_now()
-    policy = RetrainPolicy(**json.loads(os.environ.get("ANTMETER_RETRAIN_POLICY", "{}")))
+    policy = settings.retrain_policy()
     requests, decisions = [], {}
     for model_name, entry in sorted(stats.items()):
+        model_type = model_name.rsplit("-", 1)[-1]
+        if (model_type, "incremental") not in jobs.retrain_jobs:
+            decisions[model_name] = {"action": "none", "reasons": [f"unknown model type {model_type!r}"]}
+            continue
+        history = gate_history(context.instance, model_type)
+        serving = history.serving_version
+        if serving is not None and str(entry.get("model_version")) != serving:
+            decisions[model_name] = {
+                "action": "none",
+                "reasons": [f"stale: report judged v{entry.get('model_version')} but v{serving} serves"],
+            }
+            continue
+        if retrain_in_progress(context.instance, model_type):
+            decisions[model_name] = {"action": "none", "reasons": [f"a {model_type} retrain is in progress"]}
+            continue
         window = WindowStats(**{k: v for k, v in entry.items() if k in WindowStats.__dataclass_fields__})
         decision = decide(
             policy,
@@ -218,45 +232,71 @@ def retrain_on_drift(context: dg.SensorEvaluationContext):
                 window=window,
                 max_psi=entry.get("max_psi"),
                 now=now,
-                last_retrain_at=state.last_retrain_at,
-                consecutive_rejections=state.consecutive_rejections,
+                last_retrain_at=history.last_ended_at,
+                consecutive_rejections=history.rejection_streak,
+                drift_warning=bool(entry.get("drift_warning")),
+                n_models=len(stats),
             ),
         )
         decisions[model_name] = {"action": decision.action, "reasons": list(decision.reasons)}
-        if decision.action != "none" and not requests:
-            job = jobs.training_job if decision.action == "full" else jobs.incremental_retrain_job
+        if decision.action != "none":
+            job = jobs.retrain_jobs[(model_type, decision.action)]
             requests.append(
                 dg.RunRequest(
                     job_name=job.name,
                     run_key=run_key(decision, model_name=model_name, horizon=policy.horizon, now=now),
                     tags={
                         SCHEDULE_TAG: "retrain_on_drift",
+                        jobs.MODEL_TYPE_TAG: model_type,
                         "antmeter/decision": decision.action,
                         "antmeter/reasons": "; ".join(decision.reasons)[:1000],
                     },
                 )
             )
-    new_cursor = {
-        "storage_id": latest.storage_id,
-        "last_retrain_at": str(now) if requests else cursor.get("last_retrain_at"),
-    }
-    context.update_cursor(json.dumps(new_cursor))
+    context.update_cursor(json.dumps({"storage_id": latest.storage_id}))
     context.log.info(f"retrain decisions: {decisions}")
     return requests or dg.SkipReason(f"no retrain needed: {decisions}")
 
 
-def rejection_streak(instance: dg.DagsterInstance) -> int:
-    """Consecutive rejected gates (newest first) across the champion assets, until a promotion."""
-    events = []
-    for model_type in ("lstm", "transformer", "patchtst"):
-        for rec in instance.fetch_materializations(dg.AssetKey(f"{model_type}_champion"), limit=10).records:
-            events.append((rec.storage_id, rec.asset_materialization.metadata.get("gate")))
+class GateHistory(NamedTuple):
+    """One model type's gate record: when its last retrain ended (the gate's clock), its consecutive
+    rejections (newest first, until a promotion) and the version its champion serves."""
+
+    last_ended_at: pd.Timestamp | None
+    rejection_streak: int
+    serving_version: str | None
+
+
+def gate_history(instance: dg.DagsterInstance, model_type: str, limit: int = 20) -> GateHistory:
+    """Read from the type's own champion materializations (never another type's)."""
+    records = instance.fetch_materializations(dg.AssetKey(f"{model_type}_champion"), limit=limit).records
+    metas = [r.asset_materialization.metadata for r in records]  # newest first
     streak = 0
-    for _, gate in sorted(events, reverse=True):
-        if gate is None or gate.value != "rejected":
+    for meta in metas:
+        if "gate" not in meta or meta["gate"].value != "rejected":
             break
         streak += 1
-    return streak
+    ended = next((pd.Timestamp(m["gated_at"].value) for m in metas if "gated_at" in m), None)
+    serving = next((str(m["champion_version"].value) for m in metas if "champion_version" in m), None)
+    return GateHistory(ended, streak, None if serving == "none" else serving)
+
+
+def rejection_streak(instance: dg.DagsterInstance, model_type: str) -> int:
+    """Consecutive rejected gates of one model type, newest first, until a promotion."""
+    return gate_history(instance, model_type).rejection_streak
+
+
+def retrain_in_progress(instance: dg.DagsterInstance, model_type: str) -> bool:
+    """Whether a retrain of this type (its own jobs, or the all-types ones) is queued or running."""
+    names = [j.name for (t, _), j in jobs.retrain_jobs.items() if t == model_type]
+    names += [jobs.training_job.name, jobs.incremental_retrain_job.name]
+    active = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    return any(instance.get_runs(dg.RunsFilter(job_name=name, statuses=active), limit=1) for name in names)
 
 
 @dg.run_failure_sensor(

@@ -50,6 +50,43 @@ incremental_retrain_job = dg.define_asset_job(
     description="Fine-tune each champion on recent data, then the same promotion gate as full training.",
     tags={"antmeter/stage": "training", "antmeter/mode": "incremental"},
 )
+MODEL_TYPE_TAG = "antmeter/model_type"
+
+
+def model_type_selection(model_type: str) -> dg.AssetSelection:
+    """The dataset and one model type's candidate and champion."""
+    return dg.AssetSelection.assets("training_dataset", f"{model_type}_candidate", f"{model_type}_champion")
+
+
+def full_retrain_job(model_type: str):
+    """Full retrain of one model type (the newest data, walk-forward, its gate)."""
+    return dg.define_asset_job(
+        f"{model_type}_training_job",
+        selection=model_type_selection(model_type),
+        description=f"Full retrain of {model_type} on the newest data, then its promotion gate.",
+        tags={"antmeter/stage": "training", MODEL_TYPE_TAG: model_type, "antmeter/mode": "full"},
+    )
+
+
+def incremental_job(model_type: str):
+    """Incremental retrain (fine-tune of the champion) of one model type."""
+    return dg.define_asset_job(
+        f"{model_type}_incremental_retrain_job",
+        selection=model_type_selection(model_type),
+        config={
+            "ops": {f"{model_type}_candidate": {"config": {"mode": "incremental", **fine_tune_defaults()}}}
+        },
+        description=f"Fine-tune the {model_type} champion on the newest data, then its promotion gate.",
+        tags={"antmeter/stage": "training", MODEL_TYPE_TAG: model_type, "antmeter/mode": "incremental"},
+    )
+
+
+# the retrain jobs the sensor requests: (model type, action) -> job
+retrain_jobs = {
+    **{(t, "full"): full_retrain_job(t) for t in MODEL_TYPES},
+    **{(t, "incremental"): incremental_job(t) for t in MODEL_TYPES},
+}
+
 live_job = dg.define_asset_job(
     "live_job",
     selection=dg.AssetSelection.assets("predictions", "verification_report"),
@@ -81,4 +118,5 @@ all_jobs = [
     live_job,
     predictions_job,
     verification_job,
+    *retrain_jobs.values(),
 ]

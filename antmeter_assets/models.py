@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from pydantic import Field
 
@@ -184,6 +185,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             model_type=model_type,
             preset=settings.preset,
             primary_horizon=settings.primary_horizon,
+            seeds=tuple(settings.seeds),
             **config.recipe_overrides(),
         )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
@@ -223,7 +225,10 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             "holdout_metrics": result.holdout_metrics[result.holdout_metrics["model"] != ORACLE].to_dict(
                 orient="records"
             ),
+            "baseline_proba_file": str(work / "holdout_baselines.npz"),
+            "seed": result.chosen_seed,
         }
+        np.savez(work / "holdout_baselines.npz", **result.holdout_baseline_proba)
         _manifest_path(settings, model_type, "candidate").write_text(json.dumps(manifest, default=str))
         return dg.MaterializeResult(
             metadata={
@@ -252,8 +257,8 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                 "champion_servable",
                 asset=f"{model_type}_champion",
                 blocking=True,
-                description="The champion's INT8 ONNX model loads and gives finite, "
-                "non-constant probabilities on the holdout rows.",
+                description="The champion's INT8 ONNX model loads and gives finite, non-constant "
+                "probabilities on the holdout rows; 'no champion: <reason>' is a state, not a failure.",
             )
         ],
     )
@@ -261,8 +266,9 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         context: dg.AssetExecutionContext, settings: AntmeterSettings, mlflow: MlflowResource
     ) -> dg.MaterializeResult:
         """The promotion gate: the candidate (already exported and parity-checked) becomes champion
-        only if it beats the current champion on the same holdout rows by the margin (or, for the
-        first champion, beats the naive baselines), and passes the sanity checks."""
+        only if it is significantly better than the current champion on the same fresh holdout rows
+        and non-inferior to the best fitted baseline (the first champion: significantly better than
+        the naive baselines), and passes the sanity checks."""
         return run_gate(context, settings, mlflow, model_type)
 
     return [candidate, champion]
@@ -298,17 +304,31 @@ def candidate_presentation(result) -> dict[str, dg.MetadataValue]:
 def run_gate(
     context, settings: AntmeterSettings, mlflow: MlflowResource, model_type: str
 ) -> dg.MaterializeResult:
+    """Refuse a dataset that is not the candidate's; test the candidate per row (see
+    :mod:`antmeter.registry.promotion`) on the holdout rows no earlier gate of this type used (or, when
+    too few are fresh, on all of them at a spent level); record the decision everywhere."""
     import numpy as np
 
     from antmeter.learn.datasets import load_samples
+    from antmeter.learn.recipe import dataset_fingerprint
     from antmeter.registry import promotion, tracking, versions
 
     manifest = json.loads(_manifest_path(settings, model_type, "candidate").read_text())
     samples = load_samples(settings.path(*DATASET_DIR, "x").parent)
+    fingerprint = dataset_fingerprint(samples)
+    if fingerprint != manifest.get("dataset_fingerprint"):
+        raise ValueError(
+            f"{model_type} gate: the dataset on disk (fingerprint {fingerprint}) is not the one candidate "
+            f"v{manifest['version']} was trained and held out on ({manifest.get('dataset_fingerprint')}); "
+            "re-run the candidate on this dataset"
+        )
     indices = np.asarray(manifest["holdout_indices"], dtype=np.int64)
-    gate = promotion.GateConfig(
-        metric=settings.promotion_metric, horizon=settings.primary_horizon, margin=settings.promotion_margin
-    )
+    with np.load(manifest["baseline_proba_file"], allow_pickle=False) as stored:
+        baseline_proba = {name: stored[name] for name in stored.files}
+    gate = settings.gate_config()
+    ledger = GateLedger(_manifest_path(settings, model_type, "gate_blocks"))
+    times = pd.DatetimeIndex(samples.sample_time[indices], tz="UTC")
+    rows, level, reuse = ledger.choose_rows(times, gate, samples.spec.max_horizon)
     client = mlflow.client()
     name = manifest["registered_name"]
     current = versions.champion(client, name)
@@ -317,26 +337,50 @@ def run_gate(
         champ_dir = versions.download_version(
             current, settings.path("runs", model_type, context.run_id, "champion")
         )
-    baselines = promotion.holdout_baseline_scores(manifest["holdout_metrics"], gate, model_type)
     decision = promotion.gate_candidate(
         manifest["bundle_dir"],
         champ_dir,
         samples,
         indices,
         gate,
-        baselines,
+        baseline_proba,
         extra_problems=manifest["parity_problems"],
+        rows=rows,
+        level=level,
     )
+    used = times[rows]
+    ledger.add(used.min(), used.max(), manifest["version"], decision.promote)
     versions.record_gate(client, name, manifest["version"], decision.promote, decision.summary)
+    record = decision.record()
+    champion_fingerprint = _bundle_fingerprint(champ_dir)
+    gate_info = {
+        **{k: v for k, v in record.items() if k != "tests"},
+        "dataset_fingerprint": fingerprint,
+        "champion_fingerprint": champion_fingerprint,
+        "block": f"{used.min()} .. {used.max()}",
+        "block_reuse": reuse,
+    }
     tracking.gate_description(client, name, manifest["version"], decision.summary)
-    client.set_tag(manifest["run_id"], "gate", "promoted" if decision.promote else "rejected")
+    client.set_tag(manifest["run_id"], "gate", gate_info["decision"])
     client.set_tag(manifest["run_id"], "gate_reason", decision.summary[:5000])
+    client.log_dict(manifest["run_id"], {**gate_info, "tests": record["tests"]}, "gate.json")
+    client.log_metric(manifest["run_id"], "gate.rows_used", decision.rows_used)
+    if record["p_value"] is not None:
+        client.log_metric(manifest["run_id"], "gate.p_value", record["p_value"])
+        client.log_metric(manifest["run_id"], "gate.statistic", _finite(record["statistic"]))
     context.log.info(decision.summary)
     serving = versions.champion(client, name)
-    check = _champion_check(serving, samples, indices, gate, settings, model_type, context.run_id)
+    state = (
+        f"serving v{serving.version}"
+        if serving is not None
+        else "no champion: " + "; ".join(decision.reasons)
+    )
+    check = _champion_check(serving, samples, indices, gate, settings, model_type, context.run_id, state)
     return dg.MaterializeResult(
         metadata={
-            "gate": "promoted" if decision.promote else "rejected",
+            "gate": gate_info["decision"],
+            "gated_at": str(utc_now()),
+            "state": state[:2000],
             "reason": dg.MetadataValue.md(decision.summary),
             "candidate_version": manifest["version"],
             "candidate_score": decision.candidate_score,
@@ -344,6 +388,15 @@ def run_gate(
             if decision.champion_score is not None
             else "none",
             "champion_version": str(serving.version) if serving else "none",
+            "p_value": record["p_value"] if record["p_value"] is not None else "none",
+            "statistic": _finite(record["statistic"]) if record["statistic"] is not None else "none",
+            "rows_used": decision.rows_used,
+            "n_effective": round(decision.n_effective, 1),
+            "level": decision.level,
+            "dataset_fingerprint": fingerprint,
+            "champion_fingerprint": champion_fingerprint or "none (re-scored on this dataset)",
+            "gate_block": gate_info["block"],
+            "gate_tests": dg.MetadataValue.json(record["tests"]),
             "baseline_scores": dg.MetadataValue.json(decision.baseline_scores),
             "mode": manifest["mode"],
         },
@@ -351,15 +404,69 @@ def run_gate(
     )
 
 
-def _champion_check(serving, samples, indices, gate, settings, model_type, run_id) -> dg.AssetCheckResult:
+def _finite(value: float) -> float:
+    """JSON/metadata-safe: infinities become large finite numbers."""
+    return float(max(min(value, 1e9), -1e9))
+
+
+def _bundle_fingerprint(bundle_dir) -> str | None:
+    """The dataset fingerprint a champion's bundle was trained on (None for bundles that predate it);
+    either way the champion is re-scored on the candidate's rows, never trusted from its own record."""
+    if bundle_dir is None:
+        return None
+    path = Path(bundle_dir) / "serving.json"
+    return json.loads(path.read_text()).get("dataset_fingerprint") if path.exists() else None
+
+
+class GateLedger:
+    """The sample-time blocks earlier gates of one model type tested on (a JSON file).
+
+    :meth:`choose_rows` keeps the holdout rows newer than every recorded block (plus the longest
+    horizon, so no outcome overlaps); when those give fewer than ``min_effective_samples`` it tests on
+    all holdout rows at ``level / 2^k``, ``k`` = the earlier gates whose blocks overlap them (the
+    level spent on one block over any number of gates stays below ``2 * level``).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.blocks = json.loads(path.read_text()) if path.exists() else []
+
+    def choose_rows(self, times: pd.DatetimeIndex, gate, max_horizon: int):
+        from antmeter.registry.promotion import effective_samples
+
+        if not self.blocks:
+            return np.ones(len(times), dtype=bool), gate.level, 0
+        newest_used = max(pd.Timestamp(b["end"]) for b in self.blocks)
+        fresh = np.asarray(times > newest_used + pd.Timedelta(minutes=max_horizon))
+        if fresh.sum() >= 3 and effective_samples(times[fresh], gate.horizon) >= gate.min_effective_samples:
+            return fresh, gate.level, 0
+        overlapping = sum(
+            1
+            for b in self.blocks
+            if pd.Timestamp(b["end"]) >= times.min() and pd.Timestamp(b["start"]) <= times.max()
+        )
+        return np.ones(len(times), dtype=bool), gate.level / 2**overlapping, overlapping
+
+    def add(self, start: pd.Timestamp, end: pd.Timestamp, version: str, promoted: bool) -> None:
+        self.blocks.append({"start": str(start), "end": str(end), "version": version, "promoted": promoted})
+        self.path.write_text(json.dumps(self.blocks))
+
+
+def _champion_check(
+    serving, samples, indices, gate, settings, model_type, run_id, state: str
+) -> dg.AssetCheckResult:
+    """Fails only for a champion that cannot serve; "no champion" is a recorded state, not a failure."""
     from antmeter.registry import promotion, versions
 
     if serving is None:
+        target = settings.path("models", model_type, "champion")
+        if target.exists():
+            shutil.rmtree(target)
         return dg.AssetCheckResult(
             check_name="champion_servable",
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description="no champion yet: nothing is served for this model type",
+            passed=True,
+            description=state[:2000],
+            metadata={"state": "no champion", "version": "none"},
         )
     bundle = versions.download_version(serving, settings.path("runs", model_type, run_id, "serving"))
     _, proba, reg, names = promotion.score_bundle(bundle, samples, indices, gate)
@@ -374,7 +481,7 @@ def _champion_check(serving, samples, indices, gate, settings, model_type, run_i
         passed=not problems,
         description="; ".join(problems)
         or f"version {serving.version} serves finite, non-constant probabilities",
-        metadata={"version": str(serving.version)},
+        metadata={"state": "serving", "version": str(serving.version)},
     )
 
 

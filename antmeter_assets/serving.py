@@ -126,10 +126,13 @@ def verification_report(
     now = utc_now()
     market = store.get()
     config = settings.feature_config()
-    champions = {
-        json.loads((d / "registry.json").read_text())["name"]: json.loads((d / "serving.json").read_text())
-        for d in champion_dirs(settings).values()
-    }
+    champions = {}
+    for directory in champion_dirs(settings).values():
+        registry_info = json.loads((directory / "registry.json").read_text())
+        champions[registry_info["name"]] = {
+            **json.loads((directory / "serving.json").read_text()),
+            "serving_version": str(registry_info["version"]),
+        }
     current, reference = _drift_frames(
         settings, market, now, champions, config, compute_features, required_warmup_minutes
     )
@@ -139,10 +142,13 @@ def verification_report(
             data_dir=Path(settings.data_dir),
             interval=settings.interval,
             task=settings.task,
+            flat_band_bps=settings.label_config().flat_band_bps if settings.task == "three_class" else None,
             primary_horizon=settings.primary_horizon,
             fee_bps=settings.fee_bps,
+            entry_delay_candles=settings.entry_delay_candles,
             feature_columns=tuple(model_feature_columns(config)),
             plot_path=settings.path("reports", f"rolling_accuracy-{context.run_id}.png"),
+            retrain_policy=settings.retrain_policy(),
         ),
         now,
         champions,
@@ -157,6 +163,7 @@ def verification_report(
             **report_presentation(report, sorted(market.symbols()), sorted(champions)),
             **verified_vs_oracle(market, now, settings, candles),
             "drift_alerts": len(alerts),
+            "drift_warning": any(e.get("drift_warning") for e in report.policy_stats.values()),
             "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
             "as_of": str(now),
         }

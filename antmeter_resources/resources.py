@@ -56,17 +56,38 @@ class AntmeterSettings(dg.ConfigurableResource):
     model_types: list[str] = Field(default_factory=enabled_model_types)
     preset: str = "laptop"
     training_days: int = 14
-    serving_days: int = 1
+    serving_days: int = 0
     promotion_metric: str = "log_loss"
-    promotion_margin: float = 0.001
+    promotion_margin: float = 0.0
+    promotion_level: float = 0.05
+    promotion_min_effective_samples: float = 50.0
+    seeds: list[int] = [0]
     stale_after_minutes: int = 10
     fee_bps: float = 10.0
+    entry_delay_candles: int = 0
 
     def path(self, *parts: str) -> Path:
         """An absolute path under the data directory (parents created)."""
         target = Path(self.data_dir).joinpath(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
+
+    def gate_config(self):
+        """The promotion gate's settings (per-row loss, level, non-inferiority margin)."""
+        from antmeter.registry.promotion import GateConfig
+
+        return GateConfig(
+            metric=self.promotion_metric,
+            horizon=self.primary_horizon,
+            level=self.promotion_level,
+            margin=self.promotion_margin,
+            min_effective_samples=self.promotion_min_effective_samples,
+        )
+
+    def retrain_policy(self):
+        """The retraining policy: ``ANTMETER_RETRAIN_POLICY`` (JSON fields of ``RetrainPolicy``) at this
+        deployment's primary horizon and candle interval -- the one source for the report and the sensor."""
+        return retrain_policy(self.primary_horizon, self.interval)
 
     def feature_config(self):
         from antmeter.features.pipeline import FeatureConfig
@@ -271,6 +292,28 @@ def _env_float(name: str) -> float | None:
         return float(raw)
     except ValueError:
         raise ValueError(f"{name} must be a number, got {raw!r}") from None
+
+
+def retrain_policy(primary_horizon: int | None = None, interval: str | None = None):
+    """``ANTMETER_RETRAIN_POLICY`` as a ``RetrainPolicy``; its horizon and candle interval default to
+    ``primary_horizon`` / ``interval`` (the settings'), unless the JSON sets them."""
+    from antmeter.live.policy import RetrainPolicy
+
+    raw = os.environ.get("ANTMETER_RETRAIN_POLICY") or "{}"
+    try:
+        values = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ANTMETER_RETRAIN_POLICY is not valid JSON: {exc}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"ANTMETER_RETRAIN_POLICY must be a JSON object, got {raw!r}")
+    unknown = sorted(set(values) - set(RetrainPolicy.__dataclass_fields__))
+    if unknown:
+        raise ValueError(
+            f"ANTMETER_RETRAIN_POLICY: unknown field(s) {unknown}; choose from "
+            f"{sorted(RetrainPolicy.__dataclass_fields__)}"
+        )
+    defaults = {"horizon": primary_horizon, "interval": interval}
+    return RetrainPolicy(**{k: v for k, v in defaults.items() if v is not None}, **values)
 
 
 def settings_overrides() -> dict[str, Any]:

@@ -49,6 +49,16 @@ class RecipeConfig:
     fine_tune_epochs: int = 2
     fine_tune_lr: float = 2e-4
     fine_tune_days: float = 3.0
+    gate_start: str | None = None
+    seed_selection: str = "best_validation"
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise ValueError("RecipeConfig.seeds must name at least one seed")
+        if self.seed_selection != "best_validation":
+            raise ValueError(
+                f"RecipeConfig.seed_selection must be 'best_validation', got {self.seed_selection!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -69,6 +79,8 @@ class CandidateResult:
     plots: dict[str, Path] = field(default_factory=dict)
     seconds: float = 0.0
     mode: str = "full"
+    holdout_baseline_proba: dict[str, np.ndarray] = field(default_factory=dict)
+    chosen_seed: int | None = None
 
     def holdout_score(self, model: str, metric: str, horizon: int) -> float:
         rows = self.holdout_metrics.query("model == @model and metric == @metric and horizon == @horizon")
@@ -102,9 +114,16 @@ def dataset_fingerprint(samples: SampleSet) -> str:
 def split(samples: SampleSet, config: RecipeConfig) -> tuple[list[Fold], Fold]:
     """Walk-forward folds inside the pre-holdout part, and the holdout split itself."""
     window, max_h = samples.spec.window, samples.spec.max_horizon
+    held: dict[str, Any] = {"fraction": config.holdout_fraction}
+    if config.gate_start is not None:
+        newest = pd.Timestamp(samples.sample_time.max(), tz="UTC")
+        span = (newest - pd.Timestamp(config.gate_start)) / pd.Timedelta(minutes=1)
+        if span < 0:
+            raise ValueError(f"gate_start {config.gate_start} is after the newest sample {newest}")
+        held = {"holdout_minutes": int(span) + 1}
     holdout = holdout_split(
         samples.sample_time,
-        fraction=config.holdout_fraction,
+        **held,
         window_minutes=window,
         max_horizon_minutes=max_h,
         embargo_minutes=config.embargo_minutes,
@@ -162,13 +181,14 @@ def _evaluate(
     config: RecipeConfig,
     include_model: bool = True,
     ceiling: Ceiling | None = None,
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     from threadpoolctl import threadpool_limits
 
     from antmeter.learn.lightning_loop import predict
 
     view = scaled.view(eval_idx)
     frames = []
+    baseline_proba: dict[str, np.ndarray] = {}
     proba = reg = None
     if include_model:
         proba, reg = predict(result.model, view, target_scaler=result.target_scaler)
@@ -179,12 +199,18 @@ def _evaluate(
         baselines = fit_all_baselines(scaled.view(train_idx), return_feature=config.persistence_feature)
         for name, baseline in baselines.items():
             b_proba, b_reg = baseline.predict(view)
+            baseline_proba[name] = b_proba
             frames.append(
                 evaluate_predictions(name, view.y_class, view.y_reg, b_proba, b_reg, scaled.spec.horizons)
             )
     if ceiling is not None:
         frames.append(ceiling(eval_idx))
-    return pd.concat(frames, ignore_index=True), proba, reg
+    return pd.concat(frames, ignore_index=True), proba, reg, baseline_proba
+
+
+def _validation_loss(metrics: pd.DataFrame, model: str, horizon: int) -> float:
+    rows = metrics.query("model == @model and metric == 'log_loss' and horizon == @horizon")
+    return float(rows["value"].iloc[0]) if len(rows) else float("inf")
 
 
 def train_candidate(
@@ -208,6 +234,7 @@ def train_candidate(
     fold_frames, history = [], []
     if base_bundle is None:
         mode = "full"
+        best: tuple[float, int, Any] | None = None
         for seed in config.seeds:
             for k, fold in enumerate(folds):
                 progress(
@@ -217,12 +244,17 @@ def train_candidate(
                 result, scaler, scaled = _fit_fold(
                     samples, fold, config, seed, work_dir / f"ckpt-seed{seed}-fold{k}", progress
                 )
-                metrics, _, _ = _evaluate(
+                metrics, _, _, _ = _evaluate(
                     config.model_type, result, scaled, fold.train, fold.validation, config, ceiling=ceiling
                 )
                 fold_frames.append(metrics.assign(fold=k, seed=seed))
                 history.extend({**row, "fold": k, "seed": seed} for row in result.history)
-        final, final_scaler, final_scaled = result, scaler, scaled  # the last fold of the last seed
+            loss = _validation_loss(metrics, config.model_type, config.primary_horizon)
+            if best is None or loss < best[0]:  # the last fold of the best seed (see the module doc)
+                best = (loss, seed, (result, scaler, scaled))
+        assert best is not None
+        chosen_seed = best[1]
+        final, final_scaler, final_scaled = best[2]
         final_train = folds[-1].train
     else:
         mode = "incremental"
@@ -230,7 +262,8 @@ def train_candidate(
             samples, holdout, base_bundle, config, work_dir, progress
         )
         history.extend({**row, "fold": -1, "seed": config.seeds[0]} for row in final.history)
-    holdout_metrics, proba, reg = _evaluate(
+        chosen_seed = config.seeds[0]
+    holdout_metrics, proba, reg, baseline_proba = _evaluate(
         config.model_type, final, final_scaled, final_train, holdout.validation, config, ceiling=ceiling
     )
     bundle = work_dir / "bundle"
@@ -242,7 +275,13 @@ def train_candidate(
         for i, h in enumerate(samples.spec.horizons)
     }
     class_rates = {h: [c / sum(v) for c in v] for h, v in class_rates.items()}
-    serving_extra = {"trained_until": str(trained_until), "class_rates": class_rates, **(extra_serving or {})}
+    serving_extra = {
+        "trained_until": str(trained_until),
+        "class_rates": class_rates,
+        "persistence_rates": _persistence_rates(final_scaled, final_train, config),
+        "seed": chosen_seed,
+        **(extra_serving or {}),
+    }
     parity, problems = _export_bundle(
         final, final_scaler, final_scaled, holdout.validation, bundle, samples, config, serving_extra
     )
@@ -260,7 +299,20 @@ def train_candidate(
         plots=plots,
         seconds=time.monotonic() - started,
         mode=mode,
+        holdout_baseline_proba=baseline_proba,
+        chosen_seed=chosen_seed,
     )
+
+
+def _persistence_rates(scaled: SampleSet, train_idx: np.ndarray, config: RecipeConfig) -> dict[str, list]:
+    """The persistence baseline's training class rates given the sign of the trailing ``h``-minute
+    return (rows: down, unchanged, up), per horizon: the live verification's probabilistic persistence."""
+    from antmeter.learn.baselines import PersistenceBaseline
+
+    if config.persistence_feature not in scaled.schema.names:
+        return {}
+    fitted = PersistenceBaseline(config.persistence_feature).fit(scaled.view(train_idx))
+    return {str(h): fitted.proba_[j].tolist() for j, h in enumerate(scaled.spec.horizons)}
 
 
 def _fine_tune(
@@ -374,3 +426,11 @@ def summarize_folds(fold_metrics: pd.DataFrame) -> pd.DataFrame:
     """Mean ± std over folds and seeds per (model, horizon, metric)."""
     grouped = fold_metrics.groupby(["model", "horizon", "metric"])["value"]
     return grouped.agg(["mean", "std", "count"]).reset_index()
+
+
+def summarize_seeds(fold_metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, horizon, metric): the fold-averaged value of each seed, then mean ± std over seeds
+    (``std`` is NaN with one seed) and the number of seeds."""
+    per_seed = fold_metrics.groupby(["model", "horizon", "metric", "seed"])["value"].mean()
+    grouped = per_seed.groupby(["model", "horizon", "metric"])
+    return grouped.agg(mean="mean", std="std", seeds="count").reset_index()

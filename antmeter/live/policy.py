@@ -1,30 +1,42 @@
 """The retraining decision: one pure function shared by the live sensor and the replay driver.
 
-Statistics
-----------
-A decision is never taken on a single dip. It needs at least ``min_samples`` verified predictions
-in the window (a raw count: with the overlap discount below it would take days of 30-minute
-predictions to reach) and a significant one-sided test on the *effective* sample size:
+What is judged
+--------------
+Only the verified rows of the **serving champion version** of one model type (a version that no
+longer serves is never judged), at the policy's horizon, in order of prediction time. Each model type
+gets its own decision, its own cool-down and its own rejection streak.
 
-* **Effective sample size.** Predictions are made every minute but an ``h``-minute outcome overlaps
-  the next ``h - 1`` outcomes, so consecutive hits are strongly correlated. Each prediction counts as
-  ``min(1, gap / h)`` independent observations, where ``gap`` is the minutes since the previous
-  prediction of the same symbol (the first counts 1): a dense minute stream counts ``n / h`` (the
-  number of non-overlapping outcomes, the usual overlapping-returns correction, cf. Hansen & Hodrick
-  1980), a stream sparser than ``h`` counts ``n``. Several symbols are summed as if independent
-  (optimistic when they co-move; use one symbol per policy when that matters).
-* **Accuracy below threshold.** Normal approximation to the binomial with the effective size:
-  ``z = (acc - threshold) / sqrt(threshold (1 - threshold) / n_eff)``, p = Phi(z); triggers when
-  ``p < significance``.
-* **Worse than the best baseline** (highest hit count on the same rows). McNemar's test on the
-  discordant pairs, one-sided, with both discordant counts scaled by ``n_eff / n``:
-  ``z = (c - b) * sqrt(n_eff / n) / sqrt(b + c)``, where ``b`` = model right & baseline wrong,
-  ``c`` = model wrong & baseline right; triggers when ``p = 1 - Phi(z) < significance``.
-* **Drift.** ``max_psi >= psi_alert`` (see :mod:`antmeter.live.drift`); needs no sample minimum.
+Sequential tests (they survive repeated looks)
+----------------------------------------------
+The sensor looks after every verification report, so a fixed-sample test at level 0.05 repeated
+hourly fires on noise within days. Both accuracy triggers are instead one-sided **CUSUM** charts
+(Page 1954) of a log-likelihood ratio, recomputed over every verified row of the version in the report's
+look-back (starting a chart later can only lower it, so truncation never adds alarms):
 
-Control: nothing happens within ``cooldown_minutes`` of the last retrain (accepted or not). A trigger
-asks for an ``incremental`` retrain, escalated to ``full`` once ``consecutive_rejections`` (retrains
-whose candidate the gate refused, in a row) reaches ``max_consecutive_rejections``.
+* **Effective sample size.** An ``h``-candle outcome overlaps the next ``h - 1``, so each row carries
+  weight ``w = min(1, gap / h)`` (``gap``: candles since the previous row of the same symbol, the first
+  counts 1): a dense stream counts ``n / h`` independent rows (cf. Hansen & Hodrick 1980). Each row adds
+  ``w * llr`` to the chart: ``S = max(0, S + w * llr)``.
+* **Accuracy below threshold.** Hits are Bernoulli(p); ``H0: p = accuracy_threshold`` against
+  ``H1: p = accuracy_threshold - shift``; ``llr = ln(p1/p0)`` for a hit, ``ln((1-p1)/(1-p0))`` for a miss.
+* **Worse than the best baseline** (most hits on the same rows). On the discordant rows,
+  ``H0: P(baseline right) = 0.5`` against ``0.5 + shift``.
+* **Alarm** when ``S >= ln(arl_effective * m)``, ``m`` = tests x model types: by Lorden's bound each
+  chart's in-control average run length is at least ``arl_effective * m`` effective rows, so over all
+  ``m`` charts false alarms come at most once per ``arl_effective`` effective rows on average (a
+  Bonferroni correction of the alarm rate). ``min_samples`` raw rows are needed before any alarm.
+* **Episode.** The run key hashes the model type, version, action, the time the alarming chart last
+  left zero and the end of the last retrain: every report of one episode gives the same key (Dagster
+  launches it once); after a retrain ends, a persisting episode may ask again (escalating).
+
+Drift (:mod:`antmeter.live.drift`) is a **warning** only: it never triggers a retrain by itself,
+because a covariate shift that leaves accuracy intact (e.g. volatility tripling) needs no new model,
+and a harmful one shows in the accuracy charts, which do trigger. It is reported in the reasons.
+
+Control: nothing happens within ``cooldown_candles`` of the **end** of the type's last retrain
+(accepted or not). A trigger asks for an ``incremental`` retrain of that type, escalated to ``full``
+once its consecutive rejections reach ``max_consecutive_rejections``. Durations are in candles of
+``interval``.
 """
 
 from __future__ import annotations
@@ -38,44 +50,67 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from antmeter.live._frames import ONE_MINUTE, require_columns, utc_ns, utc_timestamp
+from antmeter.live._frames import require_columns, utc_ns, utc_timestamp
 from antmeter.live.verification import BASELINES
+from antmeter.market.candles import interval_timedelta
 
 Action = Literal["none", "incremental", "full"]
+TESTS_PER_MODEL = 2  # accuracy below threshold, worse than the best baseline
 
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """Settings of the retraining decision (see the module docstring)."""
+    """Settings of the retraining decision (see the module docstring); durations in candles."""
 
     accuracy_threshold: float = 0.52
+    shift: float = 0.05
     min_samples: int = 200
-    significance: float = 0.05
-    cooldown_minutes: int = 60
+    arl_effective: float = 2000.0
+    cooldown_candles: int = 60
     max_consecutive_rejections: int = 3
-    psi_alert: float = 0.25
     horizon: int = 5
-    window_minutes: int = 24 * 60
+    window_candles: int = 24 * 60
+    interval: str = "1m"
 
     def __post_init__(self) -> None:
         checks = {
             "accuracy_threshold": 0 < self.accuracy_threshold < 1,
+            "shift": 0 < self.shift < min(self.accuracy_threshold, 0.5),
             "min_samples": self.min_samples >= 1,
-            "significance": 0 < self.significance < 1,
-            "cooldown_minutes": self.cooldown_minutes >= 0,
+            "arl_effective": self.arl_effective > 1,
+            "cooldown_candles": self.cooldown_candles >= 0,
             "max_consecutive_rejections": self.max_consecutive_rejections >= 1,
-            "psi_alert": self.psi_alert > 0,
             "horizon": self.horizon >= 1,
-            "window_minutes": self.window_minutes >= 1,
+            "window_candles": self.window_candles >= 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"RetrainPolicy.{name} out of range: {getattr(self, name)!r}")
+        interval_timedelta(self.interval)
+
+    @property
+    def candle(self) -> pd.Timedelta:
+        return interval_timedelta(self.interval)
+
+    @property
+    def window_minutes(self) -> float:
+        return self.window_candles * self.candle / pd.Timedelta(minutes=1)
+
+    @property
+    def cooldown_minutes(self) -> float:
+        return self.cooldown_candles * self.candle / pd.Timedelta(minutes=1)
+
+    def alarm_threshold(self, n_models: int = 1) -> float:
+        """The CUSUM alarm level ``ln(arl_effective * tests * model types)``."""
+        return math.log(self.arl_effective * TESTS_PER_MODEL * max(n_models, 1))
 
 
 @dataclass(frozen=True)
 class WindowStats:
-    """Verified-window statistics of the champion (baseline fields are None without baselines)."""
+    """Verified-window statistics of the serving champion version (baseline fields None without baselines).
+
+    Counts are over the window; the CUSUM values are the charts' current values over all rows given,
+    with the time each last left zero (the episode start)."""
 
     n: int
     n_correct: int
@@ -84,6 +119,11 @@ class WindowStats:
     baseline_n_correct: int | None = None
     model_only_correct: int | None = None
     baseline_only_correct: int | None = None
+    cusum_accuracy: float = 0.0
+    cusum_baseline: float = 0.0
+    episode_accuracy: str | None = None
+    episode_baseline: str | None = None
+    model_version: str | None = None
 
     @property
     def accuracy(self) -> float:
@@ -99,6 +139,8 @@ class PolicyInput:
     now: pd.Timestamp
     last_retrain_at: pd.Timestamp | None
     consecutive_rejections: int
+    drift_warning: bool = False
+    n_models: int = 1
 
 
 @dataclass(frozen=True)
@@ -117,7 +159,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class PolicyState:
-    """What the caller carries between decisions: the last retrain time and the rejection streak."""
+    """What the caller carries between decisions: when the last retrain ended and the rejection streak."""
 
     last_retrain_at: pd.Timestamp | None = None
     consecutive_rejections: int = 0
@@ -147,42 +189,72 @@ class PolicyState:
             int(data.get("consecutive_rejections", 0)),
         )
 
-    def after_retrain(self, now: pd.Timestamp, promoted: bool) -> PolicyState:
-        """State after a retrain attempt at ``now`` whose candidate was (not) promoted."""
+    def after_retrain(self, ended_at: pd.Timestamp, promoted: bool) -> PolicyState:
+        """State after a retrain that ended at ``ended_at`` whose candidate was (not) promoted."""
         return replace(
             self,
-            last_retrain_at=now,
+            last_retrain_at=ended_at,
             consecutive_rejections=0 if promoted else self.consecutive_rejections + 1,
         )
 
 
-def _phi(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+def version_key(version: object) -> tuple[int, str]:
+    """Sort key of model versions: numerically when they are integers ("9" < "12"), else as text."""
+    text = str(version)
+    return (int(text), "") if text.isdigit() else (2**63, text)
 
 
-def effective_sample_size(prediction_times: pd.Series, symbols: pd.Series, horizon: int) -> float:
-    """Overlap-discounted count: each prediction counts ``min(1, minutes since previous / horizon)``."""
+def overlap_weights(prediction_times: pd.Series, symbols: pd.Series, horizon: int, candle: pd.Timedelta):
+    """Per-row weights ``min(1, candles since the previous row of the symbol / horizon)`` (first: 1),
+    in the input order."""
     if len(prediction_times) == 0:
-        return 0.0
+        return np.zeros(0)
     times = np.asarray(pd.Series(prediction_times).astype("datetime64[ns, UTC]").astype("int64"))
     codes = pd.factorize(np.asarray(symbols, dtype=object))[0]
     order = np.lexsort((times, codes))
-    gaps = np.diff(times[order]) / ONE_MINUTE.value
+    gaps = np.diff(times[order]) / candle.value
     first = np.concatenate([[True], np.diff(codes[order]) != 0])
-    weights = np.where(first, 1.0, np.minimum(1.0, np.concatenate([[horizon], gaps]) / horizon))
-    return float(weights.sum())
+    sorted_weights = np.where(first, 1.0, np.minimum(1.0, np.concatenate([[horizon], gaps]) / horizon))
+    weights = np.empty_like(sorted_weights)
+    weights[order] = sorted_weights
+    return weights
+
+
+def effective_sample_size(
+    prediction_times: pd.Series, symbols: pd.Series, horizon: int, candle: pd.Timedelta | None = None
+) -> float:
+    """Overlap-discounted count: the sum of :func:`overlap_weights`."""
+    candle = pd.Timedelta(minutes=1) if candle is None else candle
+    return float(overlap_weights(prediction_times, symbols, horizon, candle).sum())
+
+
+def cusum(hits: np.ndarray, weights: np.ndarray, p0: float, p1: float) -> tuple[float, int | None]:
+    """One-sided CUSUM of Bernoulli ``hits`` for ``H1: p = p1`` against ``H0: p = p0`` (weighted rows).
+
+    Returns the chart's final value and the position of the row after which it last left zero (None
+    when it ends at zero)."""
+    up, down = math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+    increments = np.where(np.asarray(hits, bool), up, down) * np.asarray(weights, float)
+    value, start = 0.0, None
+    for i, step in enumerate(increments):
+        value = max(0.0, value + step)
+        if value == 0.0:
+            start = None
+        elif start is None:
+            start = i
+    return value, start
 
 
 def summarize_window(
     verified: pd.DataFrame, policy: RetrainPolicy, now: pd.Timestamp, model_version: str | None = None
 ) -> WindowStats:
-    """Window statistics from verified rows (predictions joined with verification, plus baselines).
+    """Window statistics and CUSUM charts from verified rows (predictions joined with verification, plus
+    baselines) of one model version.
 
     Keeps rows of ``policy.horizon`` (and ``model_version`` when given -- otherwise the rows must hold a
-    single version) whose outcome became known in ``(now - window_minutes, now]``. Baselines are the
-    ``{b}_correct`` columns present with at least one value (see
-    :func:`antmeter.live.verification.add_baselines`); the baseline comparison uses only the rows where
-    every such column is defined.
+    single version) whose outcome was known by ``now``; the counts use those known within the last
+    ``window_candles``, the charts all of them. Baselines are the ``{b}_correct`` columns present with
+    at least one value; the baseline comparison uses only the rows where every such column is defined.
     """
     now = utc_timestamp(now, "now")
     require_columns(verified, ["symbol", "prediction_time", "horizon_min", "correct"], "verified")
@@ -191,19 +263,31 @@ def summarize_window(
         require_columns(verified, ["model_version"], "verified")
         rows = rows[rows["model_version"].astype("str") == str(model_version)]
     elif "model_version" in rows.columns and rows["model_version"].nunique() > 1:
-        versions = sorted(rows["model_version"].astype("str").unique())
+        versions = sorted(rows["model_version"].astype("str").unique(), key=version_key)
         raise ValueError(f"verified rows mix model versions {versions}; pass model_version")
     times = utc_ns(rows["prediction_time"], "prediction_time", "verified")
-    known_at = times.astype("int64").to_numpy() + (policy.horizon + 1) * ONE_MINUTE.value
-    in_window = (known_at <= now.value) & (known_at > now.value - policy.window_minutes * ONE_MINUTE.value)
-    rows, times = rows[in_window], times[in_window]
+    known_at = times + (policy.horizon + 1) * policy.candle
+    known = (known_at <= now).to_numpy()
+    rows, times = rows[known], times[known]
+    order = np.lexsort((rows["symbol"].astype("str").to_numpy(), times.astype("int64").to_numpy()))
+    rows, times = rows.iloc[order], times.iloc[order]
     correct = rows["correct"].to_numpy(dtype="float64", na_value=np.nan)
     if np.isnan(correct).any():
         raise ValueError("verified.correct has missing values")
+    weights = overlap_weights(times, rows["symbol"].astype("str"), policy.horizon, policy.candle)
+    in_window = (
+        times + (policy.horizon + 1) * policy.candle > now - policy.window_candles * policy.candle
+    ).to_numpy()
+    p0 = policy.accuracy_threshold
+    chart, start = cusum(correct.astype(bool), weights, p0, p0 - policy.shift)
+    stamps = list(times)
     stats = WindowStats(
-        n=len(rows),
-        n_correct=int(correct.sum()),
-        n_effective=effective_sample_size(times, rows["symbol"].astype("str"), policy.horizon),
+        n=int(in_window.sum()),
+        n_correct=int(correct[in_window].sum()),
+        n_effective=float(weights[in_window].sum()),
+        cusum_accuracy=chart,
+        episode_accuracy=None if start is None else str(stamps[start]),
+        model_version=None if model_version is None else str(model_version),
     )
     baseline_columns = [
         f"{b}_correct"
@@ -214,14 +298,20 @@ def summarize_window(
         return stats
     base = rows[baseline_columns].to_numpy(dtype="float64", na_value=np.nan)
     common = ~np.isnan(base).any(axis=1)
-    base, model = base[common].astype(bool), correct[common].astype(bool)
-    best = int(np.argmax(base.sum(axis=0)))
+    window_common = common & in_window
+    best = int(np.argmax(base[window_common].sum(axis=0))) if window_common.any() else 0
+    model, baseline = correct.astype(bool), np.nan_to_num(base[:, best]).astype(bool)
+    discordant = common & (model != baseline)
+    chart, start = cusum(baseline[discordant], weights[discordant], 0.5, 0.5 + policy.shift)
+    discordant_times = [t for t, d in zip(stamps, discordant, strict=True) if d]
     return replace(
         stats,
         baseline_name=baseline_columns[best].removesuffix("_correct"),
-        baseline_n_correct=int(base[:, best].sum()),
-        model_only_correct=int((model & ~base[:, best]).sum()),
-        baseline_only_correct=int((~model & base[:, best]).sum()),
+        baseline_n_correct=int(baseline[window_common].sum()),
+        model_only_correct=int((model & ~baseline & window_common).sum()),
+        baseline_only_correct=int((~model & baseline & window_common).sum()),
+        cusum_baseline=chart,
+        episode_baseline=None if start is None else str(discordant_times[start]),
     )
 
 
@@ -229,59 +319,73 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
     """The retraining decision for ``inp`` under ``policy`` (deterministic; see the module docstring)."""
     now = utc_timestamp(inp.now, "now")
     w = inp.window
+    level = policy.alarm_threshold(inp.n_models)
     stats: dict = {
+        "model_version": w.model_version,
         "n": w.n,
         "n_correct": w.n_correct,
         "n_effective": w.n_effective,
         "accuracy": w.accuracy,
         "max_psi": inp.max_psi,
+        "drift_warning": bool(inp.drift_warning),
         "consecutive_rejections": inp.consecutive_rejections,
         "baseline_name": w.baseline_name,
         "baseline_accuracy": (w.baseline_n_correct / w.n)
         if w.baseline_n_correct is not None and w.n
         else None,
-        "p_accuracy": None,
-        "p_worse_than_baseline": None,
+        "cusum_accuracy": w.cusum_accuracy,
+        "cusum_baseline": w.cusum_baseline,
+        "alarm_threshold": level,
+        "episode": None,
+        "last_retrain_at": None if inp.last_retrain_at is None else str(inp.last_retrain_at),
         "minutes_since_retrain": None,
     }
+    warning = (
+        (f"drift_warning: persistent feature drift (max PSI {inp.max_psi:.3f}); warning only",)
+        if inp.drift_warning and inp.max_psi is not None
+        else ()
+    )
     if inp.last_retrain_at is not None:
-        elapsed = (now - utc_timestamp(inp.last_retrain_at, "last_retrain_at")) / ONE_MINUTE
+        elapsed = (now - utc_timestamp(inp.last_retrain_at, "last_retrain_at")) / pd.Timedelta(minutes=1)
         stats["minutes_since_retrain"] = elapsed
         if elapsed < policy.cooldown_minutes:
             return Decision(
                 "none",
-                (f"cooldown: {elapsed:.0f} min since last retrain < {policy.cooldown_minutes}",),
+                (
+                    f"cooldown: {elapsed:.0f} min since the last retrain ended < {policy.cooldown_minutes:g}",
+                    *warning,
+                ),
                 stats,
             )
     triggers: list[str] = []
-    if w.n >= policy.min_samples and w.n_effective > 0:
-        thr = policy.accuracy_threshold
-        z = (w.accuracy - thr) / math.sqrt(thr * (1 - thr) / w.n_effective)
-        stats["p_accuracy"] = _phi(z)
-        if stats["p_accuracy"] < policy.significance:
+    episodes: list[str] = []
+    if w.n >= policy.min_samples:
+        if w.cusum_accuracy >= level:
             triggers.append(
-                f"accuracy_below_threshold: {w.accuracy:.3f} < {thr} (p={stats['p_accuracy']:.4f}, "
-                f"n={w.n}, n_eff={w.n_effective:.1f})"
+                f"accuracy_below_threshold: CUSUM {w.cusum_accuracy:.2f} >= {level:.2f} (accuracy "
+                f"{w.accuracy:.3f} vs {policy.accuracy_threshold}, n={w.n}, n_eff={w.n_effective:.1f})"
             )
-        b, c = w.model_only_correct, w.baseline_only_correct
-        if b is not None and c is not None and b + c > 0:
-            z = (c - b) * math.sqrt(w.n_effective / w.n) / math.sqrt(b + c)
-            stats["p_worse_than_baseline"] = 1.0 - _phi(z)
-            if stats["p_worse_than_baseline"] < policy.significance:
-                triggers.append(
-                    f"worse_than_baseline: {w.baseline_name} right/model wrong {c} vs {b} "
-                    f"(p={stats['p_worse_than_baseline']:.4f})"
-                )
-    if inp.max_psi is not None and np.isfinite(inp.max_psi) and inp.max_psi >= policy.psi_alert:
-        triggers.append(f"drift: max_psi={inp.max_psi:.3f} >= {policy.psi_alert}")
+            episodes.append(str(w.episode_accuracy))
+        if w.cusum_baseline >= level:
+            triggers.append(
+                f"worse_than_baseline: {w.baseline_name} CUSUM {w.cusum_baseline:.2f} >= {level:.2f} "
+                f"(baseline right/model wrong {w.baseline_only_correct} vs {w.model_only_correct})"
+            )
+            episodes.append(str(w.episode_baseline))
     if not triggers:
         if w.n < policy.min_samples:
-            return Decision("none", (f"insufficient_samples: n={w.n} < {policy.min_samples}",), stats)
-        return Decision("none", ("healthy: no significant degradation or drift",), stats)
+            reason = f"insufficient_samples: n={w.n} < {policy.min_samples}"
+        else:
+            reason = f"healthy: CUSUM accuracy {w.cusum_accuracy:.2f}, baseline {w.cusum_baseline:.2f} < {level:.2f}"
+        return Decision("none", (reason, *warning), stats)
+    stats["episode"] = min(episodes)
     if inp.consecutive_rejections >= policy.max_consecutive_rejections:
-        escalation = f"escalated: {inp.consecutive_rejections} consecutive rejections >= {policy.max_consecutive_rejections}"
-        return Decision("full", (*triggers, escalation), stats)
-    return Decision("incremental", tuple(triggers), stats)
+        escalation = (
+            f"escalated: {inp.consecutive_rejections} consecutive rejections >= "
+            f"{policy.max_consecutive_rejections}"
+        )
+        return Decision("full", (*triggers, escalation, *warning), stats)
+    return Decision("incremental", (*triggers, *warning), stats)
 
 
 def evaluate(
@@ -291,26 +395,41 @@ def evaluate(
     state: PolicyState,
     max_psi: float | None = None,
     model_version: str | None = None,
+    drift_warning: bool = False,
+    n_models: int = 1,
 ) -> Decision:
     """Summarize the window and decide: the single entry point of both the sensor and the replay."""
     window = summarize_window(verified, policy, now, model_version=model_version)
     return decide(
-        policy, PolicyInput(window, max_psi, now, state.last_retrain_at, state.consecutive_rejections)
+        policy,
+        PolicyInput(
+            window,
+            max_psi,
+            now,
+            state.last_retrain_at,
+            state.consecutive_rejections,
+            drift_warning=drift_warning,
+            n_models=n_models,
+        ),
     )
 
 
 def run_key(
     decision: Decision, *, model_name: str, horizon: int, now: pd.Timestamp, symbol: str | None = None
 ) -> str:
-    """A deterministic run key: the same action, model, horizon, symbol and minute give the same key."""
-    minute = utc_timestamp(now, "now").floor("min").isoformat()
+    """A deterministic run key of one episode: action, model, version, horizon, symbol, the episode start
+    and the end of the last retrain (see the module docstring); without an episode, the minute of ``now``."""
+    stats = decision.stats
+    episode = stats.get("episode") or utc_timestamp(now, "now").floor("min").isoformat()
     payload = json.dumps(
         {
             "action": decision.action,
             "model": model_name,
+            "version": stats.get("model_version"),
             "horizon": int(horizon),
             "symbol": symbol,
-            "minute": minute,
+            "episode": str(episode),
+            "last_retrain_at": stats.get("last_retrain_at"),
         },
         sort_keys=True,
     )

@@ -51,18 +51,20 @@ _BASELINE_FIELDS = [f"{b}_{part}" for b in BASELINES for part in ("class", "prob
 
 DECISION_COLUMNS = [
     "now", "champion_version", "action", "codes", "reasons", "run_key", "n", "n_effective", "accuracy",
-    "baseline_name", "baseline_accuracy", "p_accuracy", "p_worse_than_baseline", "max_psi", "consecutive_rejections",
+    "baseline_name", "baseline_accuracy", "cusum_accuracy", "cusum_baseline", "alarm_threshold", "max_psi",
+    "consecutive_rejections",
 ]  # fmt: skip
 PNL_COLUMNS = [
     "stream", "symbol", "horizon_min", "net_bps", "gross_bps", "fees_bps", "n_trades", "turnover", "hit_rate",
-    "exposure", "sharpe", "net_log_return", "n_long", "n_short",
+    "exposure", "sharpe", "net_log_return", "n_long", "n_short", "n_flat",
 ]  # fmt: skip
 _FLOAT_STATS = (
     "n_effective",
     "accuracy",
     "baseline_accuracy",
-    "p_accuracy",
-    "p_worse_than_baseline",
+    "cusum_accuracy",
+    "cusum_baseline",
+    "alarm_threshold",
     "max_psi",
 )
 Key = tuple[str, pd.Timestamp, int]

@@ -71,7 +71,7 @@ from antmeter.live.replay import (
 )
 from antmeter.live.verification import KEY_COLUMNS, add_baselines, verify_predictions
 from antmeter.market.candles import validate_candles
-from antmeter.registry.promotion import GateConfig, gate_candidate, holdout_baseline_scores
+from antmeter.registry.promotion import GateConfig, gate_candidate
 
 Progress = Callable[[str], None]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -356,9 +356,6 @@ class ReplayRunner:
             base_bundle=base,
             extra_serving={"replay": self.config.name, "trained_at": str(now)},
         )
-        baselines = holdout_baseline_scores(
-            result.holdout_metrics.to_dict(orient="records"), self.config.gate, self.config.recipe.model_type
-        )
         champion_bundle = None if self.champion is None else self.champion.bundle
         decision = gate_candidate(
             result.bundle_dir,
@@ -366,7 +363,7 @@ class ReplayRunner:
             samples,
             result.holdout_indices,
             self.config.gate,
-            baselines,
+            result.holdout_baseline_proba,
             extra_problems=result.parity_problems,
         )
         event = {

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from antmeter.live import drift, policy, trading, verification
+from antmeter.live._frames import candle_closes
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,26 @@ class ReportSettings:
     data_dir: Path
     interval: str = "1m"
     task: str = "binary"
+    flat_band_bps: float | None = None
     primary_horizon: int = 5
     fee_bps: float = 10.0
+    entry_delay_candles: int = 0
+    drift_windows: int = 2
     lookback: pd.Timedelta = pd.Timedelta(days=3)
     rolling_window: str = "6h"
     feature_columns: tuple[str, ...] = ()
     retrain_policy: policy.RetrainPolicy = field(default_factory=policy.RetrainPolicy)
     # where the rolling-accuracy plot goes (one file per report; default reports/rolling_accuracy.png)
     plot_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.retrain_policy.horizon != self.primary_horizon:
+            raise ValueError(
+                f"ReportSettings: the retrain policy's horizon {self.retrain_policy.horizon} must be the "
+                f"primary horizon {self.primary_horizon} (ANTMETER_RETRAIN_POLICY / settings.primary_horizon)"
+            )
+        if self.task == "three_class" and self.flat_band_bps is None:
+            raise ValueError("ReportSettings: task='three_class' needs flat_band_bps (the labels' flat band)")
 
 
 @dataclass
@@ -49,7 +62,10 @@ def build_report(
 ) -> VerificationReport:
     """Verify predictions made in the lookback window and report on them.
 
-    ``champions`` maps a registered model name to its serving config (``class_rates`` per horizon).
+    ``champions`` maps a registered model name to its serving config (``class_rates`` and
+    ``persistence_rates`` per horizon, and ``serving_version``: the version its gate serves). Only the
+    serving version of each model is judged by the policy. P&L enters at the close of the candle after
+    each prediction was stored (plus ``entry_delay_candles``).
     """
     start = now - settings.lookback
     preds = store.read_frame("predictions", time_range=(start, None))
@@ -59,7 +75,9 @@ def build_report(
     }
     verified_rows = 0
     if len(preds):
-        rows = verification.verify_predictions(preds, candles, now, task=settings.task)
+        rows = verification.verify_predictions(
+            preds, candles, now, task=settings.task, flat_band_bps=settings.flat_band_bps
+        )
         if len(rows):
             verified_rows = store.upsert_frame("verification", rows)
     ver = store.read_frame("verification", time_range=(start, None))
@@ -70,29 +88,61 @@ def build_report(
     if len(ver) and len(preds):
         joined = verification.join_verification(preds, ver)
         rates = _class_rates(champions, joined)
-        joined = verification.add_baselines(joined, candles=candles, class_rates=rates, task=settings.task)
-        table = verification.rolling_report(joined, settings.rolling_window, task=settings.task, every=60)
+        persistence = next(
+            (c["persistence_rates"] for c in champions.values() if c.get("persistence_rates")), None
+        )
+        joined = verification.add_baselines(
+            joined,
+            candles=candles,
+            class_rates=rates,
+            task=settings.task,
+            flat_band_bps=settings.flat_band_bps,
+            persistence_rates=persistence,
+        )
+        table = verification.rolling_report(
+            joined,
+            settings.rolling_window,
+            task=settings.task,
+            flat_band_bps=settings.flat_band_bps,
+            every=60,
+        )
         plot = verification.plot_rolling_accuracy(
             table,
             settings.plot_path or settings.data_dir / "reports" / "rolling_accuracy.png",
             warmup=settings.rolling_window,
         )
-        primary = joined[joined["horizon_min"] == settings.primary_horizon]
+        primary = joined[joined["horizon_min"] == settings.primary_horizon].copy()
+        closes = candle_closes(candles) if candles else None
+        if closes is not None and "created_at" in primary.columns and len(primary):
+            primary["realized_return"] = trading.tradable_returns(
+                primary, closes, settings.entry_delay_candles, settings.retrain_policy.candle
+            )
         for (name, version, symbol), group in primary.groupby(["model_name", "model_version", "symbol"]):
             summary, _ = trading.long_flat_short_pnl(group, fee_bps=settings.fee_bps)
-            pnl[f"{name} v{version} {symbol}"] = summary
-        for (name, version), group in primary.groupby(["model_name", "model_version"]):
-            window = policy.summarize_window(group, settings.retrain_policy, now, model_version=str(version))
-            stats[name] = {"model_version": str(version), **window.__dict__}
+            pnl[f"{name} v{version} {symbol}"] = {
+                **summary,
+                "entry_delay_candles": settings.entry_delay_candles,
+            }
+        for name, group in primary.groupby("model_name"):
+            serving = champions.get(str(name), {}).get("serving_version")
+            if serving is None:  # unknown serving version: the newest, ordered numerically
+                serving = max(group["model_version"].astype("str").unique(), key=policy.version_key)
+            window = policy.summarize_window(group, settings.retrain_policy, now, model_version=str(serving))
+            stats[str(name)] = {**window.__dict__, "model_version": str(serving)}
     drift_frame = pd.DataFrame()
     if current_features is not None and reference_features is not None and len(current_features):
         columns = [c for c in settings.feature_columns if c in current_features.columns]
-        drift_frame = drift.feature_drift(
-            reference_features, current_features, drift.psi_eligible(columns) if columns else None
+        warning, drift_frame = drift.persistent_drift(
+            reference_features,
+            current_features,
+            drift.psi_eligible(columns) if columns else None,
+            windows=settings.drift_windows,
+            null_step=180,
         )
         worst = drift.max_psi(drift_frame)
         for entry in stats.values():
             entry["max_psi"] = worst
+            entry["drift_warning"] = warning
     return VerificationReport(verified_rows, table, drift_frame, pnl, stats, plot)
 
 
@@ -119,10 +169,18 @@ def pnl_markdown(pnl: dict[str, Any]) -> str:
             metrics = summary.get(who, {})
             row[f"{who}_pnl_bps"] = metrics.get("net_bps", metrics.get("pnl_bps"))
             row[f"{who}_sharpe"] = metrics.get("sharpe")
+        strategy = summary.get("strategy", {})
+        row["gross_bps"] = strategy.get("gross_bps")
+        row["turnover"] = strategy.get("turnover")
+        row["long/flat/short"] = (
+            f"{strategy.get('n_long')}/{strategy.get('n_flat')}/{strategy.get('n_short')}"
+        )
         for name, metrics in (summary.get("baselines") or {}).items():
             row[f"{name}_pnl_bps"] = metrics.get("net_bps", metrics.get("pnl_bps"))
         rows.append(row)
-    return pd.DataFrame(rows).round(3).to_markdown(index=False) if rows else "no verified predictions yet"
+    if not rows:
+        return "no verified predictions yet"
+    return pd.DataFrame(rows).round(3).to_markdown(index=False) + f"\n\nSharpe: {trading.SHARPE_UNIT}"
 
 
 def to_jsonable(value: Any) -> Any:

@@ -16,7 +16,11 @@ Accounting, in log-return units of the traded notional:
 * a grid period with no prediction, or whose outcome is not known, is flat for every strategy
   (nothing is assumed about an unobserved return);
 * Sharpe = mean / std (ddof=1) of the net per-period returns of all grid periods (flat ones count as
-  0), annualized by ``sqrt(periods per year)`` with crypto's 24/7 year: ``365 * 24 * 60 / h`` periods.
+  0), annualized by ``sqrt(periods per year)`` with crypto's 24/7 year: ``365 * 24 * 60 / h`` periods
+  (:data:`SHARPE_UNIT`, repeated in every summary as ``sharpe_unit``).
+* entry: the returns passed in decide when a trade enters; the verification report passes the return
+  from the close of the candle after the prediction was *stored* (plus a configurable delay), not from
+  the signal candle's close (see :func:`tradable_returns`).
 
 Costs matter: with 10 bps per side a round trip costs 20 bps, more than a typical 5-minute move.
 """
@@ -31,6 +35,7 @@ import pandas as pd
 from antmeter.live._frames import horizon_minutes, require_columns, utc_ns
 
 MINUTES_PER_YEAR = 365 * 24 * 60
+SHARPE_UNIT = "annualized: per-period mean/std x sqrt(365*24*60/h), h-minute periods, 24/7 year"
 PERIOD_COLUMNS = [
     "prediction_time",
     "prob_up",
@@ -78,11 +83,38 @@ def book_metrics(positions: np.ndarray, returns: np.ndarray, fee_bps: float, per
         "n_trades": int(active.sum()),
         "n_long": int((pos > 0).sum()),
         "n_short": int((pos < 0).sum()),
+        "n_flat": int((pos == 0).sum()),
         "turnover": turnover,
         "hit_rate": float((gross[active] > 0).mean()) if active.any() else float("nan"),
         "exposure": float(active.mean()) if len(pos) else float("nan"),
         "sharpe": float(net.mean() / std * np.sqrt(periods_per_year)) if std > 0 else float("nan"),
+        "sharpe_unit": SHARPE_UNIT,
     }
+
+
+def tradable_returns(
+    predictions: pd.DataFrame,
+    closes: pd.DataFrame,
+    delay_candles: int = 0,
+    candle: pd.Timedelta | None = None,
+) -> np.ndarray:
+    """Log return of a trade on each prediction entered at the close of the candle in which it was
+    stored (``created_at``) plus ``delay_candles`` candles, held for its ``horizon_min``; NaN where a
+    candle is missing. ``closes`` has ``symbol, open_time, close``."""
+    from antmeter.live._frames import candle_closes, lookup_close
+
+    closes = candle_closes(closes)
+    require_columns(predictions, ["symbol", "created_at", "horizon_min"], "predictions")
+    if delay_candles < 0:
+        raise ValueError(f"delay_candles must be >= 0, got {delay_candles}")
+    candle = pd.Timedelta(minutes=1) if candle is None else candle
+    stored = utc_ns(predictions["created_at"], "created_at", "predictions")
+    entry = stored.dt.floor(candle) + delay_candles * candle
+    exit_ = entry + pd.to_timedelta(predictions["horizon_min"].astype("int64"), unit="min")
+    start = lookup_close(closes, predictions["symbol"], entry)
+    end = lookup_close(closes, predictions["symbol"], exit_)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log(end / start)
 
 
 def _single_value(frame: pd.DataFrame, column: str, source: str) -> object:

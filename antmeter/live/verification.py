@@ -11,9 +11,11 @@ Baselines are evaluated on exactly the rows the model is evaluated on:
 * ``majority`` -- always predicts the most frequent class of the *training* set (the caller passes the
   training class rates, so nothing is estimated on the evaluation rows); its probabilities are those
   rates.
-* ``persistence`` -- predicts the class of the last ``h``-minute return at prediction time,
-  ``log(close[t] / close[t - h])``, under the same label rule as the outcome; a hard prediction, so
-  its probabilities are one-hot (its Brier score therefore equals its error rate).
+* ``persistence`` -- predicts from the sign of the last ``h``-minute return at prediction time,
+  ``log(close[t] / close[t - h])``. With ``persistence_rates`` (the training persistence baseline's class
+  rates given that sign, written by the recipe into the bundle's ``serving.json``) its probabilities
+  are those rates, exactly like the persistence baseline of training; without them it is the hard
+  rule (class of the trailing return under the outcome's label rule, one-hot probabilities).
 """
 
 from __future__ import annotations
@@ -177,6 +179,7 @@ def add_baselines(
     class_rates: ClassRates | None = None,
     task: str = "binary",
     flat_band_bps: float | None = None,
+    persistence_rates: Mapping[object, Sequence[Sequence[float]]] | None = None,
 ) -> pd.DataFrame:
     """Add baseline predictions for the rows of ``frame`` (predictions, or predictions joined with outcomes).
 
@@ -207,10 +210,24 @@ def add_baselines(
         closes = candle_closes(candles)
         now_close = lookup_close(closes, out["symbol"], out["prediction_time"])
         past_close = lookup_close(closes, out["symbol"], out["prediction_time"] - minutes(out["horizon_min"]))
-        classes = classify_returns(np.log(now_close / past_close), task, flat_band_bps)
+        trailing = np.log(now_close / past_close)
+        classes = classify_returns(trailing, task, flat_band_bps)
         probs = np.full((len(out), n_classes), np.nan)
         known = ~np.isnan(classes)
         probs[known] = np.eye(n_classes)[classes[known].astype("int64")]
+        if persistence_rates:
+            sign = (np.sign(np.nan_to_num(trailing)) + 1).astype("int64")  # 0 down, 1 unchanged, 2 up
+            for horizon in np.unique(out["horizon_min"]):
+                table = persistence_rates.get(str(int(horizon)), persistence_rates.get(int(horizon)))
+                rows = known & (out["horizon_min"].to_numpy() == horizon)
+                if table is not None and rows.any():
+                    rates = np.asarray(table, dtype="float64")
+                    if rates.shape != (3, n_classes):
+                        raise ValueError(
+                            f"persistence_rates[{horizon}] must be 3 x {n_classes} rates, got {rates.shape}"
+                        )
+                    probs[rows] = rates[sign[rows]]
+                    classes[rows] = probs[rows].argmax(axis=1)
         _set_baseline(out, "persistence", classes, probs, task)
     return out
 

@@ -14,43 +14,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from antmeter.live.policy import Decision, run_key
 from antmeter.market.store import OHLCV
 from antmeter_assets import automation, market, news
 from antmeter_assets.definitions import defs
-from antmeter_resources import AlertWebhookResource
+from antmeter_resources import AlertWebhookResource, AntmeterSettings
 from antmeter_tests.dagster.conftest import SYMBOL, check_results, symbol_day
 
 UTC = dt.UTC
 AS_OF = "2024-01-03T12:00:00+00:00"
-DEGRADED = {
-    "antmeter-lstm": {
-        "model_version": "1",
-        "n": 3000,
-        "n_correct": 1300,
-        "n_effective": 600,
-        "baseline_name": "persistence",
-        "baseline_n_correct": 1700,
-        "model_only_correct": 200,
-        "baseline_only_correct": 600,
-        "max_psi": 0.05,
-    }
-}
-HEALTHY = {
-    "antmeter-lstm": {
-        "model_version": "1",
-        "n": 3000,
-        "n_correct": 1700,
-        "n_effective": 600,
-        "baseline_name": "persistence",
-        "baseline_n_correct": 1500,
-        "model_only_correct": 500,
-        "baseline_only_correct": 300,
-        "max_psi": 0.05,
-    }
-}
-
-
 # -- harvest schedule ---------------------------------------------------------------------------
 
 
@@ -114,95 +85,41 @@ def test_harvest_schedule_requests_are_valid_partitions_of_the_harvest_job(persi
     assert {str(r.partition_key) for r in data.run_requests} <= valid
 
 
-# -- retrain_on_drift -----------------------------------------------------------------------------
+# -- retrain_on_drift bookkeeping (the decisions themselves: test_retrain_sensor.py, on real reports) -----
 
 
-def report(instance, stats: dict, as_of: str = AS_OF) -> None:
+def report_gate(instance, gate: str, model_type: str = "lstm", serving: str = "1", at: str = AS_OF) -> None:
+    """A gate outcome as the champion asset records it (the keys the sensor reads)."""
     instance.report_runless_asset_event(
         dg.AssetMaterialization(
-            asset_key="verification_report",
-            metadata={"policy_stats": dg.MetadataValue.json(stats), "as_of": as_of},
+            asset_key=f"{model_type}_champion",
+            metadata={"gate": gate, "champion_version": serving, "gated_at": at},
         )
     )
 
 
-def report_gate(instance, gate: str, model_type: str = "lstm") -> None:
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=f"{model_type}_champion", metadata={"gate": gate})
-    )
-
-
-def evaluate_drift(instance, cursor: str | None = None):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor)
-    return automation.retrain_on_drift(context), context.cursor
-
-
-def expected_key(action: str, as_of: str = AS_OF) -> str:
-    return run_key(Decision(action, ()), model_name="antmeter-lstm", horizon=5, now=pd.Timestamp(as_of))
-
-
 def test_drift_sensor_skips_without_a_report(instance):
-    result, cursor = evaluate_drift(instance)
+    context = dg.build_sensor_context(instance=instance, resources={"settings": AntmeterSettings()})
+    result = automation.retrain_on_drift(context)
     assert isinstance(result, dg.SkipReason) and "no verification report yet" in result.skip_message
-    assert cursor is None
+    assert context.cursor is None
 
 
-def test_degraded_report_requests_an_incremental_retrain_once(instance):
-    report(instance, DEGRADED)
-    requests, cursor = evaluate_drift(instance)
-    (request,) = requests
-    assert request.job_name == "incremental_retrain_job"
-    assert request.run_key == expected_key("incremental")
-    assert request.tags[automation.SCHEDULE_TAG] == "retrain_on_drift"
-    assert request.tags["antmeter/decision"] == "incremental"
-    assert "accuracy_below_threshold" in request.tags["antmeter/reasons"]
-    assert "worse_than_baseline: persistence" in request.tags["antmeter/reasons"]
-    assert json.loads(cursor)["last_retrain_at"] == str(pd.Timestamp(AS_OF))
-
-    # deterministic: a fresh evaluation of the same report gives the same run key
-    (again,), _ = evaluate_drift(instance)
-    assert again.run_key == request.run_key
-
-    # the same report is not evaluated twice
-    skipped, same_cursor = evaluate_drift(instance, cursor)
-    assert isinstance(skipped, dg.SkipReason) and "already evaluated" in skipped.skip_message
-
-    # a newer degraded report within the cool-down does not retrain again
-    report(instance, DEGRADED, as_of="2024-01-03T12:30:00+00:00")
-    cooled, _ = evaluate_drift(instance, cursor)
-    assert isinstance(cooled, dg.SkipReason) and "cooldown" in cooled.skip_message
-    # ... after it, it does
-    report(instance, DEGRADED, as_of="2024-01-03T13:30:00+00:00")
-    (later,), _ = evaluate_drift(instance, cursor)
-    assert later.run_key == expected_key("incremental", "2024-01-03T13:30:00+00:00") != request.run_key
-
-
-def test_healthy_report_skips(instance):
-    report(instance, HEALTHY)
-    result, cursor = evaluate_drift(instance)
-    assert isinstance(result, dg.SkipReason) and "healthy" in result.skip_message
-    assert json.loads(cursor)["last_retrain_at"] is None
-
-
-def test_repeated_gate_rejections_escalate_to_a_full_retrain(instance):
-    for _ in range(3):
-        report_gate(instance, "rejected")
-    assert automation.rejection_streak(instance) == 3
-    report(instance, DEGRADED)
-    (request,), _ = evaluate_drift(instance)
-    assert request.job_name == "training_job"
-    assert request.tags["antmeter/decision"] == "full"
-    assert "escalated: 3 consecutive rejections" in request.tags["antmeter/reasons"]
-    assert request.run_key == expected_key("full")
-
-
-def test_a_promotion_ends_the_rejection_streak(instance):
-    for gate in ("rejected", "rejected", "promoted", "rejected", "rejected"):
-        report_gate(instance, gate, model_type="transformer" if gate == "promoted" else "lstm")
-    assert automation.rejection_streak(instance) == 2
-    report(instance, DEGRADED)
-    (request,), _ = evaluate_drift(instance)
-    assert request.job_name == "incremental_retrain_job"
+def test_rejection_streaks_are_per_model_type():
+    """One rejected incremental run gates three types: each type's streak is 1, not 3."""
+    with dg.instance_for_test() as instance:
+        for model_type in ("lstm", "transformer", "patchtst"):
+            report_gate(instance, "rejected", model_type)
+        assert [automation.rejection_streak(instance, t) for t in ("lstm", "transformer", "patchtst")] == [
+            1,
+            1,
+            1,
+        ]
+        for gate in ("rejected", "promoted", "rejected", "rejected"):
+            report_gate(instance, gate, "lstm", serving="12" if gate == "promoted" else "9")
+        history = automation.gate_history(instance, "lstm")
+        assert history.rejection_streak == 2 and automation.rejection_streak(instance, "transformer") == 1
+        assert history.last_ended_at == pd.Timestamp(AS_OF) and history.serving_version == "9"
 
 
 # -- run_failure_alert ----------------------------------------------------------------------------

@@ -69,8 +69,18 @@ def test_every_schedule_and_sensor_of_the_readme_exists():
         "feature_job",
         "live_job",
     } <= job_names
-    for job_name in ("incremental_retrain_job", "training_job"):
-        assert job_name in {t.job_name for t in sensors["retrain_on_drift"].targets}
+    # the sensor retrains one model type at a time: that type's incremental and full jobs
+    targets = {t.job_name for t in sensors["retrain_on_drift"].targets}
+    for model_type in ("lstm", "transformer", "patchtst"):
+        assert {f"{model_type}_incremental_retrain_job", f"{model_type}_training_job"} <= targets
+        selected = defs.resolve_job_def(
+            f"{model_type}_incremental_retrain_job"
+        ).asset_layer.executable_asset_keys
+        assert {k.to_user_string() for k in selected} == {
+            "training_dataset",
+            f"{model_type}_candidate",
+            f"{model_type}_champion",
+        }
 
 
 def test_every_asset_of_the_readme_exists():

@@ -8,9 +8,11 @@ import pytest
 
 from antmeter.live.drift import (
     EPSILON,
+    benjamini_hochberg,
     feature_drift,
     max_psi,
     noise_floor,
+    persistent_drift,
     population_stability_index,
     psi_eligibility,
     psi_eligible,
@@ -81,15 +83,19 @@ def test_seasonality_does_not_alert_but_a_real_shift_does():
     assert (drift["status"] == "ok").all(), drift
     assert drift["psi"].max() < 0.1
 
-    unmatched = feature_drift(reference, afternoon, match_hours=False).set_index("feature")
+    unmatched = feature_drift(reference, afternoon, match_hours=False, null_step=None).set_index("feature")
     assert (
         unmatched.loc["abs_ret_bps", "status"] == "alert"
-    )  # whole-day reference mistakes the session for drift
+    )  # whole-day reference without the null mistakes the session for drift
+    with_null = feature_drift(reference, afternoon, match_hours=False).set_index("feature")
+    assert with_null.loc["abs_ret_bps", "status"] != "alert"  # the reference's own afternoons are as far
+    assert with_null.loc["abs_ret_bps", "p_value"] > 0.05
 
     shifted = seasonal_frame(1, "2024-03-08", scale=2.0, seed=2)
     shifted = shifted[shifted["open_time"].dt.hour.between(13, 17)]
     result = feature_drift(reference, shifted).set_index("feature")
     assert (result["status"] == "alert").all(), result
+    assert (result["p_value"] < 0.01).all()  # beyond every same-length sub-window of the reference
     assert max_psi(feature_drift(reference, shifted)) == pytest.approx(result["psi"].max())
 
 
@@ -103,3 +109,25 @@ def test_short_windows_are_insufficient_and_noise_floor():
     assert noise_floor(1e9, 240, 10) == pytest.approx(21.666 / 240, rel=1e-3)
     with pytest.raises(ValueError, match="missing"):
         feature_drift(reference, current, columns=["nope"])
+
+
+def test_volatility_scaled_features_are_not_eligible():
+    reasons = psi_eligibility(["volatility_60", "atr_14_rel", "range", "body_size", "log_return_1"])
+    assert [c for c, why in reasons.items() if why.startswith("eligible")] == ["log_return_1"]
+    assert reasons["volatility_60"].startswith("excluded: scales with volatility")
+
+
+def test_benjamini_hochberg_step_up():
+    p = np.array([0.001, 0.02, 0.03, 0.5, np.nan])
+    assert benjamini_hochberg(p, 0.05).tolist() == [True, True, True, False, False]
+    assert benjamini_hochberg(np.array([0.03, 0.5]), 0.05).tolist() == [False, False]
+
+
+def test_persistent_drift_needs_every_window():
+    reference = seasonal_frame(7, "2024-03-01", seed=1)
+    calm = seasonal_frame(1, "2024-03-08", seed=2).iloc[: 10 * 60]
+    shifted = seasonal_frame(1, "2024-03-08", scale=3.0, seed=2).iloc[: 10 * 60]
+    half = pd.concat([calm.iloc[: 5 * 60], shifted.iloc[5 * 60 :]], ignore_index=True)
+    assert persistent_drift(reference, shifted, windows=2)[0]
+    assert not persistent_drift(reference, half, windows=2)[0]  # drifted in the newest window only
+    assert not persistent_drift(reference, calm, windows=2)[0]

@@ -1,4 +1,5 @@
-"""Retrain policy: sample minimum, overlap-aware significance, baseline test, drift, cool-down, escalation."""
+"""Retrain policy: CUSUM charts on the serving version's rows (overlap-weighted), repeated looks,
+the sample minimum, drift as a warning only, cool-down from the end of a retrain, escalation, episode keys."""
 
 from __future__ import annotations
 
@@ -12,26 +13,33 @@ from antmeter.live.policy import (
     PolicyState,
     RetrainPolicy,
     WindowStats,
+    cusum,
     decide,
     effective_sample_size,
     evaluate,
     run_key,
     summarize_window,
+    version_key,
 )
 
 NOW = pd.Timestamp("2024-03-02 00:00", tz="UTC")
 
 
 def verified(n: int, accuracy: float, horizon: int = 5, baseline_accuracy: float | None = None, seed: int = 0,
-             version: str = "v1", step_min: int = 1, end: pd.Timestamp = NOW) -> pd.DataFrame:  # fmt: skip
-    """``n`` verified predictions, one every ``step_min`` minutes, all known by ``end``; exact hit counts."""
+             version: str = "1", step_min: int = 1, end: pd.Timestamp = NOW, random: bool = False,
+             symbol: str = "BTCUSDT") -> pd.DataFrame:  # fmt: skip
+    """``n`` verified predictions, one every ``step_min`` minutes, all known by ``end``; exact hit counts
+    (or Bernoulli draws with ``random``)."""
     rng = np.random.default_rng(seed)
     last = end - pd.Timedelta(minutes=horizon + 1)
     times = pd.date_range(end=last, periods=n, freq=f"{step_min}min")
-    correct = np.zeros(n, dtype=bool)
-    correct[rng.permutation(n)[: round(accuracy * n)]] = True
+    if random:
+        correct = rng.random(n) < accuracy
+    else:
+        correct = np.zeros(n, dtype=bool)
+        correct[rng.permutation(n)[: round(accuracy * n)]] = True
     frame = pd.DataFrame(
-        {"symbol": "BTCUSDT", "prediction_time": times, "horizon_min": horizon, "model_version": version,
+        {"symbol": symbol, "prediction_time": times, "horizon_min": horizon, "model_version": version,
          "correct": correct}
     )  # fmt: skip
     if baseline_accuracy is not None:
@@ -42,86 +50,106 @@ def verified(n: int, accuracy: float, horizon: int = 5, baseline_accuracy: float
     return frame
 
 
-def run(frame: pd.DataFrame, policy: RetrainPolicy, state: PolicyState | None = None, psi=None) -> Decision:
-    return evaluate(policy, frame, NOW, state or PolicyState(), psi)
+def run(frame: pd.DataFrame, policy: RetrainPolicy, state: PolicyState | None = None, **kwargs) -> Decision:
+    return evaluate(policy, frame, NOW, state or PolicyState(), **kwargs)
 
 
-def test_small_noisy_dip_does_not_trigger():
-    policy = RetrainPolicy(horizon=5)
-    decision = run(verified(60, 0.30), policy)
-    assert decision.action == "none" and decision.codes == ("insufficient_samples",)
+def test_a_clear_drop_triggers_a_small_dip_does_not():
+    policy = RetrainPolicy(accuracy_threshold=0.55, horizon=5)
+    assert run(verified(2880, 0.40), policy).codes == ("accuracy_below_threshold",)
+    dip = run(verified(2880, 0.54), policy)  # barely below the threshold: not worth a retrain
+    assert dip.action == "none" and dip.codes == ("healthy",)
 
 
-def test_overlap_discount_needs_more_evidence_than_independent_rows():
-    # 250 rows at 45%: significant if the rows were independent (1-min horizon) ...
-    independent = run(verified(250, 0.45, horizon=1), RetrainPolicy(horizon=1))
-    assert independent.action == "incremental" and independent.codes == ("accuracy_below_threshold",)
-    # ... but with 5-min outcomes overlapping every minute they are only ~50 independent observations
-    overlapping = run(verified(250, 0.45, horizon=5), RetrainPolicy(horizon=5))
-    assert overlapping.action == "none" and overlapping.codes == ("healthy",)
-    assert overlapping.stats["n_effective"] == pytest.approx(1 + 249 / 5)  # first row counts 1, then 1/5 each
-    assert overlapping.stats["p_accuracy"] > 0.05
+def test_overlap_discount_makes_the_same_rows_count_less():
+    """600 rows at 0.40: as 1-minute outcomes (independent) they alarm, as overlapping 5-minute ones not."""
+    independent = run(verified(600, 0.40, horizon=1), RetrainPolicy(horizon=1, accuracy_threshold=0.55))
+    overlapping = run(verified(600, 0.40, horizon=5), RetrainPolicy(horizon=5, accuracy_threshold=0.55))
+    assert independent.action == "incremental" and overlapping.action == "none"
+    assert overlapping.stats["cusum_accuracy"] < overlapping.stats["alarm_threshold"]
 
 
-def test_sustained_drop_with_enough_samples_triggers():
-    decision = run(verified(1440, 0.45, horizon=5), RetrainPolicy(horizon=5))
-    assert decision.action == "incremental" and "accuracy_below_threshold" in decision.codes
-    assert decision.stats["p_accuracy"] < 0.05 and decision.stats["n"] == 1440
+def test_repeated_hourly_looks_at_a_healthy_model_stay_quiet_for_a_week():
+    """A model at exactly the threshold, judged every hour for 7 days (168 looks, 2 symbols)."""
+    policy = RetrainPolicy(accuracy_threshold=0.52, horizon=5)
+    end = NOW + pd.Timedelta(days=7)
+    rows = pd.concat(
+        [verified(7 * 1440, 0.52, random=True, seed=s, end=end, symbol=sym) for s, sym in enumerate("AB")]
+    )
+    alarms = 0
+    for hour in range(24, 7 * 24 + 1):
+        now = NOW + pd.Timedelta(hours=hour)
+        known = rows[rows["prediction_time"] < now - pd.Timedelta(minutes=6)]
+        lookback = known[known["prediction_time"] >= now - pd.Timedelta(days=3)]
+        alarms += evaluate(policy, lookback, now, PolicyState()).action != "none"
+    assert alarms == 0
 
 
-def test_worse_than_best_baseline_on_same_rows():
-    frame = verified(1440, 0.56, horizon=5, baseline_accuracy=0.66)
-    decision = run(frame, RetrainPolicy(horizon=5))
-    assert decision.codes == ("worse_than_baseline",) and decision.stats["baseline_name"] == "persistence"
-    assert decision.stats["baseline_accuracy"] == pytest.approx(0.66, abs=1e-3)
-    close = run(verified(1440, 0.56, horizon=5, baseline_accuracy=0.58), RetrainPolicy(horizon=5))
+def test_worse_than_the_baseline_triggers():
+    decision = run(verified(4320, 0.56, baseline_accuracy=0.75), RetrainPolicy(accuracy_threshold=0.52))
+    assert decision.codes == ("worse_than_baseline",)
+    assert decision.stats["baseline_name"] == "persistence"
+    close = run(verified(4320, 0.56, baseline_accuracy=0.57), RetrainPolicy(accuracy_threshold=0.52))
     assert close.action == "none"
 
 
-def test_drift_triggers_without_sample_minimum():
-    assert run(verified(10, 0.6), RetrainPolicy(), psi=0.31).codes == ("drift",)
-    assert run(verified(10, 0.6), RetrainPolicy(), psi=0.2).action == "none"
+def test_drift_is_a_warning_never_a_trigger():
+    healthy = run(verified(2880, 0.60), RetrainPolicy(), max_psi=3.0, drift_warning=True)
+    assert healthy.action == "none" and healthy.codes == ("healthy", "drift_warning")
+    degraded = run(verified(2880, 0.40), RetrainPolicy(), max_psi=3.0, drift_warning=True)
+    assert degraded.codes == ("accuracy_below_threshold", "drift_warning")
 
 
-def test_cooldown_suppresses_then_releases():
-    frame, policy = verified(1440, 0.40), RetrainPolicy(cooldown_minutes=60)
-    recent = PolicyState(last_retrain_at=NOW - pd.Timedelta(minutes=30))
-    assert run(frame, policy, recent).codes == ("cooldown",)
-    assert run(frame, policy, recent, psi=0.9).action == "none"
-    assert (
-        run(frame, policy, PolicyState(last_retrain_at=NOW - pd.Timedelta(minutes=61))).action
-        == "incremental"
-    )
+def test_sample_minimum():
+    decision = run(verified(100, 0.0, horizon=1), RetrainPolicy(horizon=1, min_samples=200))
+    assert decision.action == "none" and decision.codes == ("insufficient_samples",)
 
 
-def test_escalation_after_consecutive_rejections():
-    frame, policy = verified(1440, 0.40), RetrainPolicy(max_consecutive_rejections=3)
+def test_cooldown_counts_from_the_end_of_the_last_retrain_in_candles():
+    frame, policy = verified(2880, 0.40), RetrainPolicy(cooldown_candles=60)
+    ended = PolicyState(last_retrain_at=NOW - pd.Timedelta(minutes=30))
+    assert run(frame, policy, ended).codes == ("cooldown",)
+    assert run(frame, policy, PolicyState(last_retrain_at=NOW - pd.Timedelta(minutes=61))).action != "none"
+    five_minute = RetrainPolicy(cooldown_candles=12, interval="5m", horizon=1, window_candles=288)
+    assert five_minute.cooldown_minutes == 60 and five_minute.window_minutes == 1440
+
+
+def test_escalates_after_repeated_rejections():
+    frame, policy = verified(2880, 0.40), RetrainPolicy(max_consecutive_rejections=3)
     state = PolicyState()
-    actions = []
-    for i in range(4):
-        actions.append(run(frame, policy, state).action)
-        state = state.after_retrain(NOW - pd.Timedelta(hours=5 - i), promoted=False)
-    assert actions == ["incremental", "incremental", "incremental", "full"]
-    assert "escalated" in run(frame, policy, state).codes
+    for _ in range(3):
+        assert run(frame, policy, state).action == "incremental"
+        state = state.after_retrain(NOW - pd.Timedelta(days=1), promoted=False)
+    escalated = run(frame, policy, state)
+    assert escalated.action == "full" and "escalated" in escalated.codes
     assert state.after_retrain(NOW, promoted=True).consecutive_rejections == 0
 
 
-def test_same_input_same_decision_and_run_key():
-    frame = verified(1440, 0.40, baseline_accuracy=0.5)
-    first, second = run(frame, RetrainPolicy()), run(frame.sample(frac=1.0, random_state=1), RetrainPolicy())
-    assert first == second
-    key = run_key(first, model_name="lgbm", horizon=5, now=NOW, symbol="BTCUSDT")
-    assert key == run_key(
-        second, model_name="lgbm", horizon=5, now=NOW + pd.Timedelta(seconds=30), symbol="BTCUSDT"
-    )
-    assert key != run_key(
-        first, model_name="lgbm", horizon=5, now=NOW + pd.Timedelta(minutes=1), symbol="BTCUSDT"
-    )
-    assert key.startswith("retrain-incremental-lgbm-h5-")
+def test_run_key_is_one_per_episode():
+    frame = verified(2880, 0.40)
+    first = run(frame, RetrainPolicy())
+    later = evaluate(RetrainPolicy(), frame, NOW + pd.Timedelta(hours=1), PolicyState())
+    key = run_key(first, model_name="antmeter-lstm", horizon=5, now=NOW)
+    assert key == run_key(later, model_name="antmeter-lstm", horizon=5, now=NOW + pd.Timedelta(hours=1))
+    after_retrain = run(frame, RetrainPolicy(), PolicyState(last_retrain_at=NOW - pd.Timedelta(hours=2)))
+    assert run_key(after_retrain, model_name="antmeter-lstm", horizon=5, now=NOW) != key
+    assert key.startswith("retrain-incremental-antmeter-lstm-h5-")
 
 
-def test_summarize_window_filters_time_horizon_and_version():
-    policy = RetrainPolicy(horizon=5, window_minutes=60)
+def test_only_the_given_version_is_judged_and_versions_sort_numerically():
+    policy = RetrainPolicy(horizon=5, window_candles=60)
+    old = verified(2880, 0.30, version="9")
+    new = verified(2880, 0.60, version="12", seed=1)
+    both = pd.concat([old, new])
+    with pytest.raises(ValueError, match=r"mix model versions \['9', '12'\]"):
+        summarize_window(both, policy, NOW)
+    assert run(both, RetrainPolicy(), model_version="12").action == "none"
+    assert run(both, RetrainPolicy(), model_version="9").action == "incremental"
+    assert sorted(["12", "9", "10"], key=version_key) == ["9", "10", "12"]
+
+
+def test_summarize_window_filters_time_and_horizon():
+    policy = RetrainPolicy(horizon=5, window_candles=60)
     frame = pd.concat(
         [
             verified(100, 1.0, end=NOW),  # known by NOW; only the last 60 minutes count
@@ -130,11 +158,14 @@ def test_summarize_window_filters_time_horizon_and_version():
         ]
     )
     stats = summarize_window(frame, policy, NOW)
-    assert (stats.n, stats.n_correct) == (60, 60) and stats.n_effective == pytest.approx(1 + 59 / 5)
-    mixed = pd.concat([verified(20, 1.0), verified(20, 0.0, version="v2", seed=1)])
-    with pytest.raises(ValueError, match="model versions"):
-        summarize_window(mixed, policy, NOW)
-    assert summarize_window(mixed, policy, NOW, model_version="v2").n_correct == 0
+    assert (stats.n, stats.n_correct) == (60, 60) and stats.n_effective == pytest.approx(60 / 5)
+
+
+def test_cusum_resets_and_marks_the_episode_start():
+    hits = np.array([True] * 50 + [False] * 30)
+    value, start = cusum(hits, np.ones(80), 0.55, 0.50)
+    assert value == pytest.approx(30 * np.log(0.5 / 0.45)) and start == 50
+    assert cusum(np.ones(20, bool), np.ones(20), 0.55, 0.5) == (0.0, None)
 
 
 def test_effective_sample_size_dense_sparse_and_per_symbol():
@@ -150,9 +181,10 @@ def test_effective_sample_size_dense_sparse_and_per_symbol():
 
 
 def test_decide_direct_input_and_policy_validation():
-    window = WindowStats(n=400, n_correct=160, n_effective=400.0)
-    inp = PolicyInput(window, None, NOW, None, 0)
-    assert decide(RetrainPolicy(), inp).action == "incremental"
+    window = WindowStats(n=400, n_correct=160, n_effective=400.0, cusum_accuracy=20.0)
+    assert decide(RetrainPolicy(), PolicyInput(window, None, NOW, None, 0)).action == "incremental"
+    several = PolicyInput(window, None, NOW, None, 0, n_models=3)
+    assert decide(RetrainPolicy(), several).stats["alarm_threshold"] == pytest.approx(np.log(2000 * 2 * 3))
     with pytest.raises(ValueError, match="accuracy_threshold"):
         RetrainPolicy(accuracy_threshold=1.5)
     with pytest.raises(ValueError, match="min_samples"):
@@ -163,15 +195,3 @@ def test_policy_state_json_round_trip():
     state = PolicyState(last_retrain_at=NOW, consecutive_rejections=2)
     assert PolicyState.from_json(state.to_json()) == state
     assert PolicyState.from_json(None) == PolicyState()
-    assert PolicyState.from_json(PolicyState().to_json()) == PolicyState()
-
-
-def test_baseline_column_without_values_is_ignored():
-    frame = verified(1440, 0.56, horizon=5, baseline_accuracy=0.66)
-    frame["majority_correct"] = pd.array([pd.NA] * len(frame), dtype="boolean")
-    stats = summarize_window(frame, RetrainPolicy(horizon=5), NOW)
-    assert stats.baseline_name == "persistence" and stats.n == 1440
-    assert stats.baseline_n_correct == round(0.66 * 1440)
-    assert (
-        stats.model_only_correct - stats.baseline_only_correct == stats.n_correct - stats.baseline_n_correct
-    )

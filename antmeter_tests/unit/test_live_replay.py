@@ -18,9 +18,11 @@ from antmeter.live.verification import BASELINES, add_baselines, verify_predicti
 T0 = pd.Timestamp("2024-03-01 00:00", tz="UTC")
 ONE = pd.Timedelta(minutes=1)
 N, FLIP = 120, 50
+# a toy two-hour world: a bold alternative (accuracy 0.22) and a short in-control run length
 POLICY = RetrainPolicy(
-    horizon=1, window_minutes=30, min_samples=24, cooldown_minutes=12, accuracy_threshold=0.52
-)
+    horizon=1, window_candles=30, min_samples=24, cooldown_candles=12, accuracy_threshold=0.52, shift=0.3,
+    arl_effective=400,
+)  # fmt: skip
 
 
 class ToyWorld:
@@ -145,7 +147,7 @@ def test_one_retrain_after_the_flip_is_promoted(result):
     assert len(retrains) == 1, retrains
     first = retrains.iloc[0]
     assert first["kind"] == "incremental" and first["promoted"] and first["model_version"] == "v2"
-    assert T0 + FLIP * ONE < first["now"] <= T0 + (FLIP + POLICY.window_minutes) * ONE
+    assert T0 + FLIP * ONE < first["now"] <= T0 + (FLIP + POLICY.window_candles) * ONE
     decision = result.decisions.set_index("now").loc[first["now"]]
     assert "accuracy_below_threshold" in decision["codes"] and decision["run_key"] == first["run_key"]
     before = result.decisions[result.decisions["now"] <= T0 + FLIP * ONE]
@@ -204,7 +206,7 @@ def test_rejected_retrains_cool_down_then_escalate():
     out = replay(ToyWorld(gate_rejects=True, n=130))
     kinds = out.retrains["kind"].tolist()
     assert kinds[:4] == ["incremental", "incremental", "incremental", "full"]
-    assert (out.retrains["now"].diff().dropna() >= pd.Timedelta(minutes=POLICY.cooldown_minutes)).all()
+    assert (out.retrains["now"].diff().dropna() >= pd.Timedelta(minutes=POLICY.cooldown_candles)).all()
     assert out.promotions.empty and (out.decisions["champion_version"].dropna() == "v1").all()
 
 

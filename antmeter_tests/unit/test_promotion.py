@@ -1,16 +1,27 @@
-"""The promotion gate's pure rules: sanity problems disqualify, a champion must be beaten by the margin,
-and the first champion must beat the naive baselines."""
+"""The promotion gate's pure rules: sanity problems disqualify; a champion must be beaten significantly
+(paired Diebold-Mariano test with an overlap-aware HAC error) and the best fitted baseline matched
+(non-inferiority); the first champion must beat the naive baselines. Property tests on synthetic paired
+losses with overlapping outcomes check the false-positive rate and the power at fixed seeds."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from antmeter.registry.promotion import GateConfig, decide_promotion, sanity_problems
+from antmeter.registry.promotion import (
+    GateConfig,
+    decide_promotion,
+    effective_samples,
+    paired_test,
+    row_losses,
+    sanity_problems,
+)
 
 FEATURES = ["rsi_14", "log_return_1", "volatility_15"]
-GATE = GateConfig(metric="log_loss", horizon=5, margin=0.001)
-BASELINES = {"majority": 0.6930, "persistence": 0.6925, "logistic": 0.6950}
+H = 5
+GATE = GateConfig(metric="log_loss", horizon=H, level=0.05)
+T = 1200  # distinct sample times of a gate block (one symbol, every minute): n_eff = 240
+TIMES = np.datetime64("2024-03-01T00:00") + np.arange(T).astype("timedelta64[m]")
 
 
 def _outputs(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -57,64 +68,130 @@ def test_feature_schema_mismatch_is_a_problem(actual):
     assert len(problems) == 1 and problems[0].startswith("feature schema mismatch")
 
 
-def test_candidate_that_beats_the_champion_by_the_margin_is_promoted():
-    decision = decide_promotion(
-        GATE, candidate_score=0.6800, champion_score=0.6820, baseline_scores=BASELINES
-    )
-    assert decision.promote
-    assert decision.summary.startswith("PROMOTED: ")
-    assert "beats champion 0.68200" in decision.summary
-    assert decision.champion_score == pytest.approx(0.6820)
+def overlapping_noise(rng: np.random.Generator, n: int, sigma: float, horizon: int = H) -> np.ndarray:
+    """MA(horizon - 1) noise with standard deviation ``sigma``: what overlapping horizon outcomes give."""
+    z = rng.normal(0.0, sigma, size=n + horizon - 1)
+    return np.convolve(z, np.ones(horizon) / np.sqrt(horizon), mode="valid")
 
 
-def test_candidate_that_beats_the_champion_by_less_than_the_margin_is_rejected():
-    decision = decide_promotion(
-        GATE, candidate_score=0.68150, champion_score=0.6820, baseline_scores=BASELINES
-    )
+def losses(rng, improvement: float = 0.0, sigma: float = 0.05) -> dict[str, np.ndarray]:
+    """Champion losses, a candidate = champion - improvement + independent overlapping noise, and
+    baselines (majority, persistence clearly worse; logistic slightly worse)."""
+    champion = 0.69 + overlapping_noise(rng, T, 0.2)
+    return {
+        "candidate": champion - improvement + overlapping_noise(rng, T, sigma),
+        "champion": champion,
+        "majority": champion + 0.02 + overlapping_noise(rng, T, sigma),
+        "persistence": champion + 0.02 + overlapping_noise(rng, T, sigma),
+        "logistic": champion + 0.005 + overlapping_noise(rng, T, sigma),
+    }
+
+
+def gate(data: dict[str, np.ndarray], first: bool = False, **kwargs):
+    baselines = {k: data[k] for k in ("majority", "persistence", "logistic")}
+    champion = None if first else data["champion"]
+    return decide_promotion(GATE, data["candidate"], TIMES, champion, baselines, **kwargs)
+
+
+def test_a_candidate_equal_to_the_champion_plus_noise_is_promoted_at_most_at_the_level():
+    rng = np.random.default_rng(20240301)
+    promoted = [gate(losses(rng)).promote for _ in range(400)]
+    rate = float(np.mean(promoted))
+    assert rate <= GATE.level + 3 * np.sqrt(GATE.level * (1 - GATE.level) / 400), rate
+
+
+def test_ignoring_the_overlap_would_promote_noise_far_too_often():
+    """The same pairs through an iid t-test (no HAC lag): why the lag must cover the horizon."""
+    rng = np.random.default_rng(20240302)
+    naive = []
+    for _ in range(400):
+        data = losses(rng)
+        d = data["candidate"] - data["champion"]
+        naive.append(d.mean() / (d.std(ddof=1) / np.sqrt(d.size)) < -1.645)
+    assert np.mean(naive) > 0.15
+
+
+def test_a_truly_better_candidate_is_promoted_with_the_expected_power():
+    """Improvement = 2.49 standard errors (long-run sd of d = sigma * sqrt(h)): 80% one-sided power at 5%."""
+    sigma = 0.05
+    se = sigma * np.sqrt(H / T)
+    rng = np.random.default_rng(20240303)
+    promoted = [gate(losses(rng, improvement=2.487 * se, sigma=sigma)).promote for _ in range(300)]
+    assert 0.70 <= np.mean(promoted) <= 0.92, np.mean(promoted)
+
+
+def test_much_better_candidate_is_promoted_with_the_test_recorded():
+    decision = gate(losses(np.random.default_rng(1), improvement=0.01))
+    assert decision.promote and decision.summary.startswith("PROMOTED: ")
+    record = decision.record()
+    assert record["decision"] == "promoted" and record["deciding_test"] == "superiority vs champion"
+    assert record["p_value"] < 0.05 and record["statistic"] < 0 and record["rows_used"] == T
+    assert [t["other"] for t in record["tests"]] == ["champion", "logistic"]
+    assert decision.tests[0].lag >= H - 1
+
+
+def test_a_candidate_worse_than_the_best_fitted_baseline_is_rejected_even_when_it_beats_the_champion():
+    data = losses(np.random.default_rng(2), improvement=0.01)
+    data["logistic"] = data["candidate"] - 0.02  # the fitted baseline is much better still
+    decision = gate(data)
     assert not decision.promote
-    assert "does not beat champion" in decision.summary
-    worse = decide_promotion(GATE, candidate_score=0.7000, champion_score=0.6820, baseline_scores=BASELINES)
-    assert not worse.promote and "gain -0.01800" in worse.summary
-
-
-def test_higher_is_better_metrics_compare_the_other_way():
-    gate = GateConfig(metric="accuracy", horizon=5, margin=0.005)
-    assert decide_promotion(gate, 0.56, 0.55, {}).promote
-    assert not decide_promotion(gate, 0.55, 0.56, {}).promote
-    assert not decide_promotion(gate, 0.553, 0.55, {}).promote  # better, but by less than the margin
-
-
-def test_first_champion_must_beat_every_naive_baseline():
-    promoted = decide_promotion(GATE, candidate_score=0.6850, champion_score=None, baseline_scores=BASELINES)
-    assert (
-        promoted.promote
-        and "no champion yet" in promoted.summary
-        and "beats naive baselines" in promoted.summary
+    assert "significantly worse (margin 0.0) than logistic" in decision.summary
+    formal = GateConfig(horizon=H, margin=0.01, baseline_test="non_inferiority")
+    baselines = {k: data[k] for k in ("majority", "persistence", "logistic")}
+    data["logistic"] = data["candidate"] + 0.005 + overlapping_noise(np.random.default_rng(9), T, 0.05)
+    proven = decide_promotion(
+        formal, data["candidate"], TIMES, data["champion"], {**baselines, "logistic": data["logistic"]}
     )
-    # logistic is reported, not required
-    assert "logistic 0.69500 (better)" in promoted.summary
-    # beats majority but not persistence by the margin
-    rejected = decide_promotion(GATE, candidate_score=0.6920, champion_score=None, baseline_scores=BASELINES)
-    assert not rejected.promote
-    assert (
-        "does not beat persistence" in rejected.summary
-        and "majority" not in rejected.summary.split(" by ")[0]
-    )
+    assert "significantly non-inferior (margin 0.01) to logistic" in proven.summary
 
 
-def test_first_champion_needs_the_naive_baseline_scores():
+def test_first_champion_must_beat_the_naive_baselines_significantly():
+    data = losses(np.random.default_rng(3))
+    assert gate(
+        data, first=True
+    ).promote  # 0.02 better than both naive baselines, a little better than logistic
+    data["persistence"] = data["candidate"] + overlapping_noise(np.random.default_rng(4), T, 0.05)
+    rejected = gate(data, first=True)
+    assert not rejected.promote and "not shown better than persistence" in rejected.summary
     with pytest.raises(ValueError, match="missing \\['persistence'\\]"):
-        decide_promotion(GATE, 0.68, None, {"majority": 0.69})
+        decide_promotion(GATE, data["candidate"], TIMES, None, {"majority": data["majority"]})
+
+
+def test_too_few_effective_rows_reject_and_a_spent_level_is_used():
+    data = losses(np.random.default_rng(5), improvement=0.01)
+    short = {k: v[:100] for k, v in data.items()}  # 100 minutes of 5-minute outcomes: n_eff 20
+    baselines = {k: short[k] for k in ("majority", "persistence", "logistic")}
+    decision = decide_promotion(GATE, short["candidate"], TIMES[:100], short["champion"], baselines)
+    assert not decision.promote and "insufficient gate rows: n_eff=20.0" in decision.summary
+    assert effective_samples(TIMES, H) == pytest.approx(T / H)
+    assert gate(data, level=0.0125).level == 0.0125
 
 
 def test_sanity_problems_reject_even_a_better_candidate():
-    decision = decide_promotion(GATE, 0.60, 0.69, BASELINES, problems=["non-finite outputs"])
+    decision = gate(losses(np.random.default_rng(6), improvement=0.05), problems=["non-finite outputs"])
     assert not decision.promote
-    assert decision.reasons[0] == "non-finite outputs"
+    assert decision.reasons[1] == "non-finite outputs"
 
 
-def test_gate_config_rejects_unknown_metric_and_negative_margin():
-    with pytest.raises(ValueError, match="promotion metric 'auc' unknown"):
+def test_paired_test_averages_the_symbols_of_one_minute():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0.69, 0.1, 2 * T), rng.normal(0.70, 0.1, 2 * T)
+    test = paired_test(a, b, np.repeat(TIMES, 2), H, 0.05, other="champion")
+    assert test.n_times == T and test.lag >= H - 1
+
+
+def test_row_losses():
+    proba = np.array([[0.2, 0.8], [0.6, 0.4]])
+    y = np.array([1, 1])
+    assert row_losses(y, proba, "log_loss") == pytest.approx(-np.log([0.8, 0.4]))
+    assert row_losses(y, proba, "brier") == pytest.approx([0.08, 0.72])
+    assert row_losses(y, proba, "accuracy") == pytest.approx([0.0, 1.0])
+
+
+def test_gate_config_rejects_unknown_metric_and_bad_settings():
+    with pytest.raises(ValueError, match="promotion metric 'auc' has no per-row loss"):
         GateConfig(metric="auc")
     with pytest.raises(ValueError, match="margin must be >= 0"):
         GateConfig(margin=-0.1)
+    with pytest.raises(ValueError, match="level must lie in"):
+        GateConfig(level=0.7)

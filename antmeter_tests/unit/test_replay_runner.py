@@ -38,9 +38,12 @@ from antmeter.registry.promotion import GateConfig
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START, END = pd.Timestamp("2024-01-02 12:00", tz="UTC"), pd.Timestamp("2024-01-02 18:00", tz="UTC")
 FLIP = pd.Timestamp("2024-01-02 15:00", tz="UTC")
+# a six-hour replay: a bold alternative (accuracy 0.40) and a short in-control run length, so that a
+# flip is caught within three hours (the deployment's defaults are far more conservative)
 POLICY = RetrainPolicy(
-    horizon=5, window_minutes=180, min_samples=100, cooldown_minutes=24 * 60, accuracy_threshold=0.55
-)
+    horizon=5, window_candles=180, min_samples=100, cooldown_candles=24 * 60, accuracy_threshold=0.55,
+    shift=0.15, arl_effective=20,
+)  # fmt: skip
 HORIZONS = (5, 10)
 
 
@@ -56,7 +59,7 @@ def make_config(name: str = "sim") -> ReplayRunConfig:
             fine_tune_days=0.5,
         ),
         policy=POLICY,
-        gate=GateConfig(metric="log_loss", horizon=5, margin=0.0),
+        gate=GateConfig(metric="log_loss", horizon=5),
         labels=LabelConfig(horizons=HORIZONS),
         window=30,
         stride=5,

@@ -160,29 +160,6 @@ def _class_rates(champions: dict[str, dict[str, Any]], joined: pd.DataFrame) -> 
     return {}
 
 
-def pnl_markdown(pnl: dict[str, Any]) -> str:
-    """One row per model/symbol: strategy vs buy-and-hold vs baselines, after fees."""
-    rows = []
-    for key, summary in pnl.items():
-        row = {"series": key, "fee_bps": summary.get("fee_bps")}
-        for who in ("strategy", "buy_and_hold"):
-            metrics = summary.get(who, {})
-            row[f"{who}_pnl_bps"] = metrics.get("net_bps", metrics.get("pnl_bps"))
-            row[f"{who}_sharpe"] = metrics.get("sharpe")
-        strategy = summary.get("strategy", {})
-        row["gross_bps"] = strategy.get("gross_bps")
-        row["turnover"] = strategy.get("turnover")
-        row["long/flat/short"] = (
-            f"{strategy.get('n_long')}/{strategy.get('n_flat')}/{strategy.get('n_short')}"
-        )
-        for name, metrics in (summary.get("baselines") or {}).items():
-            row[f"{name}_pnl_bps"] = metrics.get("net_bps", metrics.get("pnl_bps"))
-        rows.append(row)
-    if not rows:
-        return "no verified predictions yet"
-    return pd.DataFrame(rows).round(3).to_markdown(index=False) + f"\n\nSharpe: {trading.SHARPE_UNIT}"
-
-
 def to_jsonable(value: Any) -> Any:
     return json.loads(
         json.dumps(value, default=lambda v: None if isinstance(v, float) and np.isnan(v) else str(v))

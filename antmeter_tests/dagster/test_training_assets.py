@@ -275,6 +275,8 @@ def test_verification_report_reads_on_one_page_with_the_oracle(noise_run, monkey
         assert max(len(line) for line in text.splitlines()) < 180
     assert report["plot_rolling_accuracy"].startswith("![rolling accuracy](data:image/png;base64,")
     assert result.run_id in Path(report["plot_rolling_accuracy_file"]).name
+
+
 def test_the_gate_refuses_a_dataset_that_is_not_the_candidates(noise_run):
     pipeline, first, _ = noise_run
     dataset = [a for a in TRAINING if a.key.path[0] == "training_dataset"]

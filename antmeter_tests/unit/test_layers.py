@@ -41,8 +41,6 @@ def test_benchmarks_import_nothing_from_the_tests():
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             offenders += [
-                f"{path.name}:{node.lineno} {n}"
-                for n in names
-                if n.split(".")[0] == "antmeter_tests"
+                f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0] == "antmeter_tests"
             ]
     assert not offenders, offenders

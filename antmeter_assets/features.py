@@ -97,6 +97,7 @@ def features(
         metadata={
             "rows": len(frame),
             "columns": len(frame.columns) - 1,
+            "feature_config": dg.MetadataValue.json(settings.features.model_dump()),
             "warmup_rows_read": warmup_rows,
             "rows_incomplete": incomplete,
             "path": dg.MetadataValue.path(str(path)),

@@ -83,6 +83,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
         raise ValueError(
             "no complete days of features/labels before the serving window; run the harvest first"
         )
+    feature_config = settings.features.model_dump()
     columns = model_feature_columns(settings.feature_config())
     frames = {}
     for symbol in symbols:
@@ -97,7 +98,9 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     spec = DatasetSpec(window=60, stride=stride, horizons=tuple(settings.horizons), task=settings.task)
     samples = build_samples(frames, columns, spec, interval=settings.interval)
     directory = save_samples(samples, settings.path(*DATASET_DIR, "x").parent)
-    (directory / "days.json").write_text(json.dumps({"days": days, "symbols": symbols}))
+    (directory / "days.json").write_text(
+        json.dumps({"days": days, "symbols": symbols, "feature_config": feature_config})
+    )
     fingerprint = dataset_fingerprint(samples)
     context.log.info(
         f"{len(samples)} samples from {len(days)} days x {len(symbols)} symbols; excluded {samples.excluded}"
@@ -109,6 +112,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
             "days": f"{days[0]} .. {days[-1]}",
             "symbols": ", ".join(symbols),
             "features": len(columns),
+            "feature_config": dg.MetadataValue.json(feature_config),
             "excluded": dg.MetadataValue.json(dict(samples.excluded)),
             "spec": dg.MetadataValue.json(spec.__dict__ | {"horizons": list(spec.horizons)}),
         },
@@ -189,7 +193,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             work,
             progress=context.log.info,
             base_bundle=base,
-            extra_serving={"training_days": days["days"]},
+            extra_serving={"training_days": days["days"], "feature_config": days.get("feature_config")},
         )
         dataset = {"fingerprint": dataset_fingerprint(samples), **samples.metadata()}
         run_id, version = log_candidate(

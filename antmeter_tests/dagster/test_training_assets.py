@@ -29,7 +29,7 @@ from antmeter.learn.recipe import RecipeConfig
 from antmeter.registry import tracking, versions
 from antmeter_assets import features, market, models
 from antmeter_resources import CandleSourceResource
-from antmeter_tests.dagster.conftest import Pipeline, check_results, make_pipeline, symbol_day
+from antmeter_tests.dagster.conftest import Pipeline, check_results, make_pipeline, step_error, symbol_day
 
 REPO = Path(__file__).resolve().parents[2]
 DAYS = [str(d.date()) for d in pd.date_range("2024-01-02", periods=5, freq="D")]
@@ -179,3 +179,26 @@ def test_champion_servable_checks_the_serving_version(noise_run):
     served = pipeline.data_dir / "models" / "lstm" / "champion"
     assert (served / "registry.json").read_text() == f'{{"name": "{REGISTERED}", "version": "{version}"}}'
     assert (served / ONNX_INT8).is_file()
+
+
+def test_champion_trained_on_other_features_refuses_to_serve(noise_run):
+    """A champion whose feature schema differs from what the configured features (here: RSI over 7
+    candles instead of 14, set in the launchpad) produce is not served; the error names the columns."""
+    from antmeter_assets import serving
+
+    pipeline, first, client = noise_run
+    version = metadata(first, "lstm_candidate")["model_version"]
+    client.set_registered_model_alias(REGISTERED, versions.CHAMPION, version)
+    assert pipeline.materialize([a for a in TRAINING if a.key.path[0] == "lstm_champion"]).success
+    result = dg.materialize(
+        [serving.predictions],
+        instance=pipeline.instance,
+        resources=pipeline.resources,
+        run_config={"resources": {"settings": {"config": {"features": {"rsi_windows": [7]}}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = step_error(result)
+    assert f"champion {REGISTERED} v{version}" in error
+    assert "missing ['rsi_14']" in error and "extra ['rsi_7']" in error
+    assert pipeline.market().read_frame("predictions").empty

@@ -32,6 +32,7 @@ class TrainingRunConfig(dg.Config):
     fine_tune_epochs: int | None = Field(default=None, ge=1)
     fine_tune_lr: float | None = Field(default=None, gt=0)
     fine_tune_days: float | None = Field(default=None, gt=0)
+    use_tuned: bool = True  # train with the HPO study's best parameters (tuned.json) when present
 
     def recipe_overrides(self) -> dict[str, Any]:
         """The fine-tune settings this run sets (the rest keep the recipe's defaults)."""
@@ -141,6 +142,11 @@ def _manifest_path(settings: AntmeterSettings, model_type: str, kind: str) -> Pa
     return settings.path("models", model_type, f"{kind}.json")
 
 
+def tuned_path(settings: AntmeterSettings, model_type: str) -> Path:
+    """The HPO study's best parameters for the next candidate training of ``model_type``."""
+    return settings.path("models", model_type, "tuned.json")
+
+
 def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
     """The candidate (train/fine-tune, export, register) and champion (gate) assets of one type."""
 
@@ -148,7 +154,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         name=f"{model_type}_candidate",
         group_name="models",
         kinds={"pytorch", "onnx", "mlflow"},
-        deps=[training_dataset],
+        deps=[training_dataset, f"{model_type}_hpo"],
         pool="training",
         tags={"antmeter/model_type": model_type},
     )
@@ -180,10 +186,15 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                     f"incremental retraining needs a champion of {name}; run the full training first"
                 )
             base = versions.download_version(champion, work / "champion")
+        tuned_file = tuned_path(settings, model_type)
+        tuned = (
+            json.loads(tuned_file.read_text())["params"] if config.use_tuned and tuned_file.exists() else {}
+        )
         recipe = RecipeConfig(
             model_type=model_type,
             preset=settings.preset,
             primary_horizon=settings.primary_horizon,
+            tuned=tuned,
             **config.recipe_overrides(),
         )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())

@@ -107,6 +107,9 @@ class AntmeterSettings(dg.ConfigurableResource):
     stale_after_minutes: int = 10
     fee_bps: float = 10.0
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    hpo_trials: int = Field(default=2, ge=0)  # finished trials per study (0: no search)
+    hpo_minutes: float | None = Field(default=2.0, gt=0)  # no new trial starts after this
+    hpo_storage_url: str | None = None  # default: the market store's database
 
     def path(self, *parts: str) -> Path:
         """An absolute path under the data directory (parents created)."""

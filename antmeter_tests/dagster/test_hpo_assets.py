@@ -8,7 +8,6 @@ import base64
 import json
 import re
 
-import dagster as dg
 import mlflow
 import optuna
 import pandas as pd

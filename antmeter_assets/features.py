@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from antmeter.market.candles import interval_timedelta
 from antmeter_assets.partitions import (
     date_of_symbol_day,
     symbol_and_day,
@@ -124,7 +125,7 @@ def labels(
 
     symbol, day = symbol_and_day(context)
     config = settings.label_config()
-    horizon = pd.Timedelta(minutes=max(config.horizons))
+    horizon = interval_timedelta(settings.interval) * max(config.horizons)
     candles = store.get().read_candles(symbol, settings.interval, day.start, day.end + horizon)
     frame = label_partition(candles, day.start, day.end, config)
     path = partition_file(settings, "labels", symbol, str(day.start.date()))

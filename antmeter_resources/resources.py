@@ -124,7 +124,7 @@ class AntmeterSettings(dg.ConfigurableResource):
     def label_config(self):
         from antmeter.features.labels import LabelConfig
 
-        return LabelConfig(horizons=tuple(self.horizons))
+        return LabelConfig(horizons=tuple(self.horizons), interval=self.interval)
 
 
 class MarketStoreResource(dg.ConfigurableResource):

@@ -76,7 +76,7 @@ def features(
     symbol, day = symbol_and_day(context)
     config = settings.feature_config()
     market = store.get()
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    warmup = interval_timedelta(settings.interval) * required_warmup_minutes(config)
     candles = market.read_candles(symbol, settings.interval, day.start - warmup, day.end)
     sentiment = market.read_frame(
         "sentiment_hourly",
@@ -84,7 +84,13 @@ def features(
         time_range=(day.start - pd.Timedelta(hours=2), day.end),
     )
     frame = compute_partition_features(
-        candles, day.start, day.end, config, sentiment_hourly=sentiment, symbol=symbol
+        candles,
+        day.start,
+        day.end,
+        config,
+        sentiment_hourly=sentiment,
+        symbol=symbol,
+        interval=settings.interval,
     )
     path = partition_file(settings, "features", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)

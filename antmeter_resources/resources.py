@@ -178,7 +178,7 @@ class CandleSourceResource(dg.ConfigurableResource):
         if self.kind == "simulator":
             from antmeter.market.simulator import simulate_day
 
-            candles = simulate_day(symbol, window.start.date(), self.simulator_config()).candles
+            candles = simulate_day(symbol, window.start.date(), self.simulator_config(), interval).candles
         elif self.kind == "binance":
             from antmeter.market.binance import BinanceConfig, BinanceKlinesClient
 

@@ -7,7 +7,7 @@ loading the location stays fast.
 
 import dagster as dg
 
-from antmeter_assets import automation, features, jobs, market, models, news, serving
+from antmeter_assets import automation, features, hpo, jobs, market, models, news, serving
 from antmeter_assets.partitions import with_coverage_note
 from antmeter_resources import resources_from_env
 
@@ -22,6 +22,7 @@ defs = dg.Definitions(
             features.features,
             features.labels,
             *models.model_assets,
+            *hpo.hpo_assets,
             serving.predictions,
             serving.verification_report,
         )

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import pandas as pd
 
+from antmeter.market.candles import interval_timedelta
 from antmeter_assets.partitions import (
     date_of_symbol_day,
     symbol_and_day,
@@ -120,7 +121,7 @@ def features(
     symbol, day = symbol_and_day(context)
     config = settings.feature_config()
     market = store.get()
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    warmup = interval_timedelta(settings.interval) * required_warmup_minutes(config)
     candles = market.read_candles(symbol, settings.interval, day.start - warmup, day.end)
     sentiment = market.read_frame(
         "sentiment_hourly",
@@ -128,7 +129,13 @@ def features(
         time_range=(day.start - pd.Timedelta(hours=2), day.end),
     )
     frame = compute_partition_features(
-        candles, day.start, day.end, config, sentiment_hourly=sentiment, symbol=symbol
+        candles,
+        day.start,
+        day.end,
+        config,
+        sentiment_hourly=sentiment,
+        symbol=symbol,
+        interval=settings.interval,
     )
     path = partition_file(settings, "features", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)
@@ -142,6 +149,7 @@ def features(
         metadata={
             "rows": len(frame),
             "columns": len(frame.columns) - 1,
+            "feature_config": dg.MetadataValue.json(settings.features.model_dump()),
             "warmup_rows_read": warmup_rows,
             "rows_incomplete": incomplete,
             "path": dg.MetadataValue.path(str(path)),
@@ -170,7 +178,7 @@ def labels(
 
     symbol, day = symbol_and_day(context)
     config = settings.label_config()
-    horizon = pd.Timedelta(minutes=max(config.horizons))
+    horizon = interval_timedelta(settings.interval) * max(config.horizons)
     candles = store.get().read_candles(symbol, settings.interval, day.start, day.end + horizon)
     frame = label_partition(candles, day.start, day.end, config)
     path = partition_file(settings, "labels", symbol, str(day.start.date()))

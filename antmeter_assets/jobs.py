@@ -36,12 +36,14 @@ export_job = dg.define_asset_job(
 training_job = dg.define_asset_job(
     "training_job",
     selection=dg.AssetSelection.groups("models"),
-    description="Full retrain: dataset, walk-forward training of every model type, export, promotion gate.",
+    description="Full retrain: dataset, hyperparameter search and walk-forward training of every model "
+    "type, export, promotion gate.",
     tags={"antmeter/stage": "training"},
 )
 incremental_retrain_job = dg.define_asset_job(
     "incremental_retrain_job",
-    selection=dg.AssetSelection.groups("models"),
+    selection=dg.AssetSelection.groups("models")
+    - dg.AssetSelection.assets(*(f"{t}_hpo" for t in MODEL_TYPES)),
     config={
         "ops": {
             f"{t}_candidate": {"config": {"mode": "incremental", **fine_tune_defaults()}} for t in MODEL_TYPES

@@ -33,6 +33,7 @@ class TrainingRunConfig(dg.Config):
     fine_tune_epochs: int | None = Field(default=None, ge=1)
     fine_tune_lr: float | None = Field(default=None, gt=0)
     fine_tune_days: float | None = Field(default=None, gt=0)
+    use_tuned: bool = True  # train with the HPO study's best parameters (tuned.json) when present
 
     def recipe_overrides(self) -> dict[str, Any]:
         """The fine-tune settings this run sets (the rest keep the recipe's defaults)."""
@@ -84,6 +85,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
         raise ValueError(
             "no complete days of features/labels before the serving window; run the harvest first"
         )
+    feature_config = settings.features.model_dump()
     columns = model_feature_columns(settings.feature_config())
     frames = {}
     for symbol in symbols:
@@ -98,7 +100,9 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     spec = DatasetSpec(window=60, stride=stride, horizons=tuple(settings.horizons), task=settings.task)
     samples = build_samples(frames, columns, spec, interval=settings.interval)
     directory = save_samples(samples, settings.path(*DATASET_DIR, "x").parent)
-    (directory / "days.json").write_text(json.dumps({"days": days, "symbols": symbols}))
+    (directory / "days.json").write_text(
+        json.dumps({"days": days, "symbols": symbols, "feature_config": feature_config})
+    )
     fingerprint = dataset_fingerprint(samples)
     context.log.info(
         f"{len(samples)} samples from {len(days)} days x {len(symbols)} symbols; excluded {samples.excluded}"
@@ -110,6 +114,7 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
             "days": f"{days[0]} .. {days[-1]}",
             "symbols": ", ".join(symbols),
             "features": len(columns),
+            "feature_config": dg.MetadataValue.json(feature_config),
             "excluded": dg.MetadataValue.json(dict(samples.excluded)),
             "spec": dg.MetadataValue.json(spec.__dict__ | {"horizons": list(spec.horizons)}),
         },
@@ -138,6 +143,11 @@ def _manifest_path(settings: AntmeterSettings, model_type: str, kind: str) -> Pa
     return settings.path("models", model_type, f"{kind}.json")
 
 
+def tuned_path(settings: AntmeterSettings, model_type: str) -> Path:
+    """The HPO study's best parameters for the next candidate training of ``model_type``."""
+    return settings.path("models", model_type, "tuned.json")
+
+
 def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
     """The candidate (train/fine-tune, export, register) and champion (gate) assets of one type."""
 
@@ -145,7 +155,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         name=f"{model_type}_candidate",
         group_name="models",
         kinds={"pytorch", "onnx", "mlflow"},
-        deps=[training_dataset],
+        deps=[training_dataset, f"{model_type}_hpo"],
         pool="training",
         tags={"antmeter/model_type": model_type},
     )
@@ -181,11 +191,16 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                     f"incremental retraining needs a champion of {name}; run the full training first"
                 )
             base = versions.download_version(champion, work / "champion")
+        tuned_file = tuned_path(settings, model_type)
+        tuned = (
+            json.loads(tuned_file.read_text())["params"] if config.use_tuned and tuned_file.exists() else {}
+        )
         recipe = RecipeConfig(
             model_type=model_type,
             preset=settings.preset,
             primary_horizon=settings.primary_horizon,
             seeds=tuple(settings.seeds),
+            tuned=tuned,
             **config.recipe_overrides(),
         )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())
@@ -198,7 +213,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                 work,
                 progress=context.log.info,
                 base_bundle=base,
-                extra_serving={"training_days": days["days"]},
+                extra_serving={"training_days": days["days"], "feature_config": days.get("feature_config")},
                 ceiling=_oracle_ceiling(samples, candles),
             )
             run_id, version = log_candidate(

@@ -50,19 +50,23 @@ def predictions(
     Features are computed by the training code and checked against the model's stored schema.
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
     """
-    from antmeter.features.pipeline import compute_features, required_warmup_minutes
+    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
     from antmeter.learn.bundle import ServingModel
-    from antmeter.live.inference import predict_symbol
+    from antmeter.live.inference import predict_symbol, require_same_schema
 
     now = utc_now()
     market = store.get()
     config = settings.feature_config()
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     written, stale, per_model = 0, {}, {}
+    champions = {}
     for model_type, directory in champion_dirs(settings).items():
         registry_info = json.loads((directory / "registry.json").read_text())
         model = ServingModel.load(directory)
         name, version = registry_info["name"], registry_info["version"]
+        require_same_schema(model, model_feature_columns(config), f"champion {name} v{version}")
+        champions[model_type] = (model, name, version)
+    for model_type, (model, name, version) in champions.items():
         earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
         for symbol in market.symbols():
             previous = market.read_frame(

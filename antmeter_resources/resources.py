@@ -45,6 +45,52 @@ def enabled_model_types() -> list[str]:
     return chosen or list(ALL_MODEL_TYPES)
 
 
+class FeatureSettings(dg.Config):
+    """The feature configuration as settings (launchpad, YAML, ``ANTMETER_SETTINGS`` JSON ``features``).
+
+    One field per :class:`antmeter.features.pipeline.FeatureConfig` field, same names and defaults;
+    ``null`` (or ``[]`` for lists) switches a feature off. ``custom`` takes dotted paths of plug-in
+    feature functions (``"package.module:function"``).
+    """
+
+    rsi_windows: list[int] = [14]
+    macd: list[int] | None = [12, 26, 9]
+    bollinger: list[float] | None = [20, 2.0]
+    ema_windows: list[int] = [9, 21, 50]
+    sma_windows: list[int] = [10, 30]
+    atr_window: int | None = 14
+    adx_window: int | None = 14
+    stoch: list[int] | None = [14, 3]
+    mfi_window: int | None = 14
+    cci_window: int | None = None
+    vwap_window: int | None = 60
+    obv_window: int | None = 60
+    return_lags: list[int] = [1, 5, 15, 30, 60]
+    volatility_windows: list[int] = [15, 60]
+    volume_avg_window: int | None = 60
+    include_sentiment: bool = True
+    custom: list[str] = []
+
+    def to_feature_config(self):
+        """The validated ``FeatureConfig``; ValueError naming ``settings.features.<key>`` otherwise."""
+        from antmeter.features.pipeline import FeatureConfig, model_feature_columns
+
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values[name] = tuple(value) if isinstance(value, list) else value
+        if values["bollinger"] is not None and len(values["bollinger"]) == 2:
+            window, n_std = values["bollinger"]
+            values["bollinger"] = (int(window) if float(window).is_integer() else window, n_std)
+        try:
+            config = FeatureConfig(**values)
+            model_feature_columns(config)  # imports and probes the custom plug-ins
+        except ValueError as exc:
+            key = next((n for n in values if f"FeatureConfig.{n}" in str(exc)), "custom")
+            raise ValueError(f"settings.features.{key}: {exc}") from exc
+        return config
+
+
 class AntmeterSettings(dg.ConfigurableResource):
     """Pipeline-wide settings: symbols, horizons, model types, training window, promotion rule."""
 
@@ -65,6 +111,10 @@ class AntmeterSettings(dg.ConfigurableResource):
     stale_after_minutes: int = 10
     fee_bps: float = 10.0
     entry_delay_candles: int = 0
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    hpo_trials: int = Field(default=0, ge=0)  # finished trials per study (0: no search, the default)
+    hpo_minutes: float | None = Field(default=2.0, gt=0)  # no new trial starts after this
+    hpo_storage_url: str | None = None  # default: the market store's database
 
     def path(self, *parts: str) -> Path:
         """An absolute path under the data directory (parents created)."""
@@ -90,14 +140,13 @@ class AntmeterSettings(dg.ConfigurableResource):
         return retrain_policy(self.primary_horizon, self.interval)
 
     def feature_config(self):
-        from antmeter.features.pipeline import FeatureConfig
-
-        return FeatureConfig()
+        """The feature configuration of these settings (``features``), validated."""
+        return self.features.to_feature_config()
 
     def label_config(self):
         from antmeter.features.labels import LabelConfig
 
-        return LabelConfig(horizons=tuple(self.horizons))
+        return LabelConfig(horizons=tuple(self.horizons), interval=self.interval)
 
 
 class MarketStoreResource(dg.ConfigurableResource):
@@ -161,7 +210,7 @@ class CandleSourceResource(dg.ConfigurableResource):
         if self.kind == "simulator":
             from antmeter.market.simulator import simulate_day
 
-            candles = simulate_day(symbol, window.start.date(), self.simulator_config()).candles
+            candles = simulate_day(symbol, window.start.date(), self.simulator_config(), interval).candles
         elif self.kind == "binance":
             from antmeter.market.binance import BinanceConfig, BinanceKlinesClient
 
@@ -335,6 +384,16 @@ def settings_overrides() -> dict[str, Any]:
             f"ANTMETER_SETTINGS: unknown or not overridable setting(s) {unknown}; choose from "
             f"{sorted(allowed)} (data_dir: ANTMETER_DATA_DIR, model_types: ANTMETER_MODEL_TYPES)"
         )
+    if "features" in overrides:
+        features = overrides["features"]
+        if not isinstance(features, dict):
+            raise ValueError(f"ANTMETER_SETTINGS: features must be a JSON object, got {features!r}")
+        bad = sorted(set(features) - set(FeatureSettings.model_fields))
+        if bad:
+            raise ValueError(
+                f"ANTMETER_SETTINGS: unknown feature setting(s) {['features.' + k for k in bad]}; "
+                f"choose from {sorted(FeatureSettings.model_fields)}"
+            )
     return overrides
 
 

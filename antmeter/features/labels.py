@@ -16,6 +16,9 @@ Labels are found **by time**: a row is labelled only when every minute of ``(t, 
 candle. A missing minute inside the horizon leaves the label missing and is counted as a *gap*; rows
 whose horizon runs past the last candle given are *pending* (the newest rows). Missing labels are
 NaN (returns) and ``<NA>`` (the nullable ``Int8`` classes).
+
+Other candle intervals (``LabelConfig.interval``, e.g. ``5m``, ``1h``): read "minute" above as "candle of
+the interval" — horizons and ``vol_window`` count candles, so ``h = 7`` on ``1d`` candles is a 7-day label.
 """
 
 from __future__ import annotations
@@ -28,11 +31,9 @@ import numpy as np
 import pandas as pd
 
 from antmeter.features.indicators import rolling_mean_std
-from antmeter.market.candles import CandleValidationError
+from antmeter.market.candles import CandleValidationError, interval_timedelta
 
 logger = logging.getLogger(__name__)
-
-_MINUTE_NS = 60_000_000_000
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class LabelConfig:
     flat_band_bps: float = 2.0
     flat_band_vol_mult: float | None = None
     vol_window: int = 60
+    interval: str = "1m"  # candle interval; horizons and vol_window count candles of it
 
     def __post_init__(self) -> None:
+        interval_timedelta(self.interval)  # ValueError naming the unsupported interval
         horizons = tuple(self.horizons)
         if not horizons:
             raise ValueError("LabelConfig.horizons must name at least one horizon")
@@ -78,8 +81,10 @@ def label_columns(config: LabelConfig = LabelConfig()) -> list[str]:
     return [f"{name}_{h}" for h in config.horizons for name in ("fwd_return", "up", "direction3")]
 
 
-def _minutes(candles: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Open times as integer minutes and closes as float64, checked (increasing, whole minutes, finite)."""
+def _minutes(candles: pd.DataFrame, source: str, interval: str = "1m") -> tuple[np.ndarray, np.ndarray]:
+    """Open times as integer counts of the candle interval (minutes for ``1m``) and closes as float64,
+    checked (increasing, on the interval's grid, finite)."""
+    step_ns = int(interval_timedelta(interval).value)
     for column in ("open_time", "close"):
         if column not in candles.columns:
             raise CandleValidationError(source, "-", column, "missing column")
@@ -89,10 +94,10 @@ def _minutes(candles: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray
             source, "-", "open_time", f"must be timezone-aware UTC, got {times.dtype}"
         )
     ns = pd.DatetimeIndex(times).as_unit("ns").asi8
-    bad = np.flatnonzero(ns % _MINUTE_NS != 0)
+    bad = np.flatnonzero(ns % step_ns != 0)
     if bad.size:
         raise CandleValidationError(
-            source, int(bad[0]), "open_time", f"{times.iloc[int(bad[0])]} is not a whole minute"
+            source, int(bad[0]), "open_time", f"{times.iloc[int(bad[0])]} is not on the {interval} grid"
         )
     bad = np.flatnonzero(np.diff(ns) <= 0)
     if bad.size:
@@ -105,7 +110,7 @@ def _minutes(candles: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray
     if bad.size:
         i = int(bad[0])
         raise CandleValidationError(source, i, "close", f"not a positive finite price: {close[i]!r}")
-    return ns // _MINUTE_NS, close
+    return ns // step_ns, close
 
 
 def _horizon_complete(minutes: np.ndarray, h: int) -> np.ndarray:
@@ -126,7 +131,7 @@ def _past_volatility(minutes: np.ndarray, log_close: np.ndarray, window: int) ->
 
 def compute_labels(candles: pd.DataFrame, config: LabelConfig = LabelConfig()) -> pd.DataFrame:
     """``open_time`` and, per horizon, ``fwd_return_{h}``, ``up_{h}`` and ``direction3_{h}``."""
-    minutes, close = _minutes(candles, "compute_labels")
+    minutes, close = _minutes(candles, "compute_labels", config.interval)
     n = minutes.shape[0]
     sigma = None
     if config.flat_band_vol_mult is not None:
@@ -161,7 +166,7 @@ def label_coverage(
     """Counts over the rows in ``[start, end)`` (all rows by default), per horizon ``h``:
     ``labelled_{h}``, ``gap_{h}`` (a minute of the horizon is missing) and ``pending_{h}`` (the
     horizon runs past the last candle given)."""
-    minutes, _ = _minutes(candles, "label_coverage")
+    minutes, _ = _minutes(candles, "label_coverage", config.interval)
     times = pd.DatetimeIndex(candles["open_time"])
     lo = 0 if start is None else int(times.searchsorted(pd.Timestamp(start)))
     hi = len(times) if end is None else int(times.searchsorted(pd.Timestamp(end)))

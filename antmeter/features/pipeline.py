@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 from antmeter.features import indicators as ind
-from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError, empty_candles
+from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError, empty_candles, interval_timedelta
 
 logger = logging.getLogger(__name__)
 
@@ -227,11 +227,13 @@ class _Inputs:
     close: np.ndarray
     volume: np.ndarray
     times_ns: np.ndarray
+    step_ns: int = _MINUTE_NS  # the candle interval
 
     @property
     def phase(self) -> int:
-        """The first candle's minute number: aligns anchor blocks to absolute time across partitions."""
-        return int(self.times_ns[0] // _MINUTE_NS) if self.times_ns.shape[0] else 0
+        """The first candle's number on the interval grid (its minute for 1m candles): aligns anchor
+        blocks to absolute time across partitions."""
+        return int(self.times_ns[0] // self.step_ns) if self.times_ns.shape[0] else 0
 
 
 def _features(config: FeatureConfig) -> list[_Feature]:
@@ -477,12 +479,14 @@ def _prepare_sentiment(sentiment_hourly: pd.DataFrame, symbol: str | None) -> pd
     return out.sort_values("hour", kind="stable").reset_index(drop=True)
 
 
-def _sentiment_asof(times_ns: np.ndarray, sentiment: pd.DataFrame) -> dict[str, np.ndarray]:
+def _sentiment_asof(
+    times_ns: np.ndarray, sentiment: pd.DataFrame, step_ns: int = _MINUTE_NS
+) -> dict[str, np.ndarray]:
     """The last hour completed when each candle closes; zeros where that hour had no articles."""
-    # Hour H is complete at H + 1h; candle t closes at t + 1min. H is visible iff H <= t + 1min - 1h,
-    # and the last completed hour is the one with t + 1min - 1h - H in [0, 1h).
+    # Hour H is complete at H + 1h; candle t closes at t + step. H is visible iff H <= t + step - 1h,
+    # and the last completed hour is the one with t + step - 1h - H in [0, 1h).
     cutoff = pd.DataFrame(
-        {"cutoff": pd.to_datetime(times_ns + _MINUTE_NS - 60 * _MINUTE_NS, unit="ns", utc=True)}
+        {"cutoff": pd.to_datetime(times_ns + step_ns - 60 * _MINUTE_NS, unit="ns", utc=True)}
     )
     merged = pd.merge_asof(
         cutoff,
@@ -622,8 +626,10 @@ def required_warmup_minutes(config: FeatureConfig = FeatureConfig()) -> int:
     return max(feature_lookbacks(config).values(), default=0)
 
 
-def _candle_arrays(candles: pd.DataFrame, source: str) -> _Inputs:
-    """Candle columns as float64 arrays (checked: present, finite, open times increasing, minute-aligned)."""
+def _candle_arrays(candles: pd.DataFrame, source: str, interval: str = "1m") -> _Inputs:
+    """Candle columns as float64 arrays (checked: present, finite, open times increasing, on the
+    interval's grid)."""
+    step_ns = int(interval_timedelta(interval).value)
     missing = [c for c in CANDLE_COLUMNS if c not in candles.columns]
     if missing:
         raise CandleValidationError(source, "-", ",".join(missing), "missing column(s)")
@@ -639,10 +645,11 @@ def _candle_arrays(candles: pd.DataFrame, source: str) -> _Inputs:
         raise CandleValidationError(
             source, i, "open_time", f"{times.iloc[i]} does not follow {times.iloc[i - 1]}"
         )
-    unaligned = np.flatnonzero(times_ns % _MINUTE_NS != 0)
+    unaligned = np.flatnonzero(times_ns % step_ns != 0)
     if unaligned.size:
         i = int(unaligned[0])
-        raise CandleValidationError(source, i, "open_time", f"{times.iloc[i]} is not a whole minute")
+        what = "a whole minute" if interval == "1m" else f"on the {interval} grid"
+        raise CandleValidationError(source, i, "open_time", f"{times.iloc[i]} is not {what}")
     arrays = {}
     for name in ("open", "high", "low", "close", "volume"):
         values = candles[name].to_numpy(dtype=np.float64)
@@ -651,7 +658,7 @@ def _candle_arrays(candles: pd.DataFrame, source: str) -> _Inputs:
             i = int(bad[0])
             raise CandleValidationError(source, i, name, f"not a finite number: {values[i]!r}")
         arrays[name] = values
-    return _Inputs(times_ns=times_ns, **arrays)
+    return _Inputs(times_ns=times_ns, step_ns=step_ns, **arrays)
 
 
 def compute_features(
@@ -659,14 +666,18 @@ def compute_features(
     config: FeatureConfig = FeatureConfig(),
     sentiment_hourly: pd.DataFrame | None = None,
     symbol: str | None = None,
+    interval: str = "1m",
 ) -> pd.DataFrame:
     """One row per candle: ``open_time`` and :func:`feature_columns` (float64; NaN during warm-up).
+
+    Windows count candles of ``interval`` (``rsi_windows=(14,)`` on ``1h`` candles is a 14-hour RSI);
+    a candle is known at its close, ``open_time + interval`` (the sentiment as-of uses that).
 
     ``candles`` is a canonical candle frame of one symbol with increasing, minute-aligned open
     times. With ``config.include_sentiment`` a ``sentiment_hourly`` frame is required (pass an
     empty one for "no articles"); ``symbol`` selects its rows when it holds several symbols.
     """
-    x = _candle_arrays(candles, "compute_features")
+    x = _candle_arrays(candles, "compute_features", interval)
     columns = _compute_builtin(x, config)
     if config.include_sentiment:
         if sentiment_hourly is None:
@@ -674,7 +685,7 @@ def compute_features(
                 "compute_features: include_sentiment=True needs sentiment_hourly (an empty frame means no "
                 "articles); set FeatureConfig(include_sentiment=False) to leave sentiment out"
             )
-        columns.update(_sentiment_asof(x.times_ns, _prepare_sentiment(sentiment_hourly, symbol)))
+        columns.update(_sentiment_asof(x.times_ns, _prepare_sentiment(sentiment_hourly, symbol), x.step_ns))
     ordered = {"open_time": candles["open_time"].reset_index(drop=True)}
     ordered.update((f.name, columns[f.name]) for f in _features(config))
     frame = pd.DataFrame(ordered, copy=False)
@@ -702,6 +713,7 @@ def compute_partition_features(
     config: FeatureConfig = FeatureConfig(),
     sentiment_hourly: pd.DataFrame | None = None,
     symbol: str | None = None,
+    interval: str = "1m",
 ) -> pd.DataFrame:
     """Features of the candles in ``[day_start, day_end)``, computed with the warm-up before them.
 
@@ -719,7 +731,9 @@ def compute_partition_features(
     first, stop = int(times.searchsorted(day_start)), int(times.searchsorted(day_end))
     begin = max(0, first - warmup)
     window = candles_with_lookback.iloc[begin:stop].reset_index(drop=True)
-    features = compute_features(window, config, sentiment_hourly=sentiment_hourly, symbol=symbol)
+    features = compute_features(
+        window, config, sentiment_hourly=sentiment_hourly, symbol=symbol, interval=interval
+    )
     keep_from = max(first - begin, warmup)  # rows before `warmup` lack their full warm-up
     dropped = max(0, min(keep_from, len(window)) - (first - begin))
     if dropped:
@@ -741,12 +755,14 @@ def _utc(value, name: str) -> pd.Timestamp:
     return stamp.tz_convert("UTC")
 
 
-def gap_mask(open_times, lookback_minutes: int) -> np.ndarray:
+def gap_mask(open_times, lookback_minutes: int, interval: str = "1m") -> np.ndarray:
     """True for rows whose span ``[t - lookback_minutes, t]`` misses a minute among ``open_times``.
 
     ``open_times`` must be increasing and minute-aligned. Rows near the start of the given times
-    whose lookback reaches before the first candle count as incomplete too.
+    whose lookback reaches before the first candle count as incomplete too. For other intervals
+    read "minute" as "candle of ``interval``" (the lookback counts candles).
     """
+    step_ns = int(interval_timedelta(interval).value)
     if (
         isinstance(lookback_minutes, bool)
         or int(lookback_minutes) != lookback_minutes
@@ -757,9 +773,13 @@ def gap_mask(open_times, lookback_minutes: int) -> np.ndarray:
     if index.tz is None:
         raise ValueError("gap_mask: open_times must be timezone-aware (UTC)")
     ns = index.as_unit("ns").asi8
-    if np.any(ns % _MINUTE_NS != 0):
-        raise ValueError("gap_mask: open_times must be whole minutes")
-    minutes = ns // _MINUTE_NS
+    if np.any(ns % step_ns != 0):
+        raise ValueError(
+            "gap_mask: open_times must be whole minutes"
+            if interval == "1m"
+            else f"gap_mask: open_times must lie on the {interval} grid"
+        )
+    minutes = ns // step_ns
     if np.any(np.diff(minutes) <= 0):
         raise ValueError("gap_mask: open_times must be strictly increasing")
     first_needed = np.searchsorted(minutes, minutes - int(lookback_minutes), side="left")

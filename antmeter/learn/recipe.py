@@ -59,6 +59,8 @@ class RecipeConfig:
             raise ValueError(
                 f"RecipeConfig.seed_selection must be 'best_validation', got {self.seed_selection!r}"
             )
+    # tuned hyperparameters ("section.name" -> value, e.g. an HPO study's best) replacing the preset's
+    tuned: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -142,12 +144,18 @@ def split(samples: SampleSet, config: RecipeConfig) -> tuple[list[Fold], Fold]:
 def _training_options(config: RecipeConfig) -> dict[str, Any]:
     from antmeter.learn.models import load_preset
 
-    preset = load_preset(config.preset, config.model_type)
+    preset = load_preset(config.preset, config.model_type, overrides=config.tuned)
     return {"params": preset["model"], "loss": preset["loss"], **preset["training"]}
 
 
 def _fit_fold(
-    samples: SampleSet, fold: Fold, config: RecipeConfig, seed: int, checkpoint_dir: Path, progress: Progress
+    samples: SampleSet,
+    fold: Fold,
+    config: RecipeConfig,
+    seed: int,
+    checkpoint_dir: Path,
+    progress: Progress,
+    callbacks: tuple = (),
 ):
     from antmeter.learn.lightning_loop import train_model
 
@@ -167,6 +175,7 @@ def _fit_fold(
             f"  epoch {int(row.get('epoch', 0))}: "
             + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
         ),
+        callbacks=callbacks,
         **_training_options(config),
     )
     return result, scaler, scaled

@@ -6,8 +6,22 @@ import numpy as np
 import pandas as pd
 
 from antmeter.learn.bundle import ServingModel
+from antmeter.learn.datasets import FeatureSchemaError
 
 ONE_MINUTE = pd.Timedelta(minutes=1)
+
+
+def require_same_schema(model: ServingModel, columns: list[str], label: str) -> None:
+    """Refuse to serve ``model`` when the configured features give other model columns than it was
+    trained on; the error names the model and every missing, extra or reordered column."""
+    try:
+        model.schema.verify(list(columns), ignore=())
+    except FeatureSchemaError as exc:
+        raise FeatureSchemaError(
+            f"{label} was trained on another feature schema than the configured features "
+            f"(settings.features) produce, so it is not served: {exc}. Retrain it (training_job) or "
+            f"restore the feature settings it was trained with."
+        ) from None
 
 
 def inference_windows(

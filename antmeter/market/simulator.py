@@ -102,7 +102,7 @@ import pandas as pd
 from scipy.signal import lfilter
 from scipy.special import ndtr
 
-from antmeter.market.candles import CANDLE_COLUMNS
+from antmeter.market.candles import CANDLE_COLUMNS, interval_timedelta
 
 MINUTES_PER_DAY = 1440
 _NS_PER_MINUTE = 60_000_000_000
@@ -383,10 +383,39 @@ class _Params(NamedTuple):
 
 
 def simulate_day(
-    symbol: str, day: dt.date | str, config: SimulatorConfig = SimulatorConfig()
+    symbol: str, day: dt.date | str, config: SimulatorConfig = SimulatorConfig(), interval: str = "1m"
 ) -> SimulatedDay:
-    """The 1,440 minute candles of one UTC day of ``symbol`` and their hidden state."""
-    return simulate_range(symbol, day, day, config)
+    """The 1,440 minute candles of one UTC day of ``symbol`` and their hidden state (other
+    intervals: the minutes aggregated, see :func:`aggregate_simulated`)."""
+    return aggregate_simulated(simulate_range(symbol, day, day, config), interval)
+
+
+def aggregate_simulated(minutes: SimulatedDay, interval: str) -> SimulatedDay:
+    """Minute candles aggregated to ``interval`` candles (open first, high max, low min, close last,
+    volume sum; keyed by the interval's open time). The hidden state of each candle is that of its last
+    minute, the state at the candle's close: the oracle for a horizon of ``h`` candles is
+    ``oracle_probability_up(hidden, h * minutes_per_candle)``. Only whole candles are kept."""
+    step = interval_timedelta(interval)
+    if step == pd.Timedelta(minutes=1):
+        return minutes
+    if step > pd.Timedelta(days=1) or pd.Timedelta(days=1) % step:
+        raise ValueError(f"aggregate_simulated: interval {interval!r} must divide a day")
+    candles = minutes.candles
+    keys = candles["open_time"].dt.floor(step)
+    groups = candles.groupby(keys, sort=True)
+    whole = groups.size() == int(step / pd.Timedelta(minutes=1))
+    aggregated = groups.agg(
+        open=("open", "first"),
+        high=("high", "max"),
+        low=("low", "min"),
+        close=("close", "last"),
+        volume=("volume", "sum"),
+    )[whole]
+    last_rows = groups.tail(1).index
+    hidden = minutes.hidden.loc[last_rows].assign(open_time=keys.loc[last_rows].to_numpy())
+    hidden = hidden[whole.loc[keys.loc[last_rows]].to_numpy()].reset_index(drop=True)
+    out = aggregated.reset_index(names="open_time")[candles.columns]
+    return SimulatedDay(candles=out.astype(candles.dtypes.to_dict()), hidden=hidden)
 
 
 def simulate_range(

@@ -268,3 +268,42 @@ def classification_report(result: CandidateResult) -> str:
             metrics_markdown(result.fold_metrics),
         ]
     return "\n".join(parts)
+
+
+def log_study(summary, model_type: str, tags: dict[str, str] | None = None) -> str:
+    """Log an HPO study (``antmeter.learn.hpo.StudySummary``) to MLflow: one parent run with the best
+    parameters, state counts, importance and the two pictures, and one nested run per trial (its
+    parameters, state, value and the running fold mean it reported per step). Returns the parent run id."""
+    import mlflow
+
+    with mlflow.start_run(
+        run_name=f"hpo-{model_type}",
+        tags={
+            "antmeter/kind": "hpo",
+            "study": summary.study_name,
+            "git_commit": git_commit(),
+            **(tags or {}),
+        },
+    ) as parent:
+        mlflow.log_params({f"best.{k}": v for k, v in summary.best_params.items()})
+        mlflow.log_metrics({f"trials_{state}": float(n) for state, n in summary.counts.items()})
+        if summary.best_value is not None:
+            mlflow.log_metric("best_mean_fold_val_loss", summary.best_value)
+        mlflow.log_metrics({f"importance.{k}": v for k, v in summary.importance.items()})
+        mlflow.log_dict({"trials": summary.trials, "importance": summary.importance}, "study.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, png in summary.pictures.items():
+                (Path(tmp) / f"{name}.png").write_bytes(png)
+            mlflow.log_artifacts(tmp, artifact_path="hpo")
+        for trial in summary.trials:
+            with mlflow.start_run(
+                run_name=f"trial-{trial['number']}",
+                nested=True,
+                tags={"antmeter/kind": "hpo_trial", "state": trial["state"], "study": summary.study_name},
+            ):
+                mlflow.log_params(trial["params"])
+                if trial["value"] is not None:
+                    mlflow.log_metric("mean_fold_val_loss", float(trial["value"]))
+                for step, value in sorted(trial["intermediate"].items()):
+                    mlflow.log_metric("running_fold_mean_val_loss", value, step=step)
+        return parent.info.run_id

@@ -188,5 +188,6 @@ print(json.dumps({"keys": keys, "predictions": schedules["predictions_schedule"]
         "fine_tune_epochs": 4,
         "fine_tune_lr": None,
         "fine_tune_days": None,
+        "use_tuned": True,
     }
     assert loaded["settings"] == [["lstm"], "ci", 2]

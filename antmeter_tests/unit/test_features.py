@@ -338,3 +338,38 @@ def test_short_histories_give_nan_features_not_errors(rows, sentiment):
     assert frame["ema_50"].isna().all() and frame["obv_60"].isna().all()  # windows longer than the data
     if rows:
         assert frame["tod_sin"].notna().all() and frame["body_size"].notna().all()
+
+
+@pytest.mark.parametrize("interval, step", [("1m", "1min"), ("5m", "5min"), ("1h", "1h")])
+def test_features_honour_the_candle_interval(interval, step):
+    """Windows count candles of the interval; a candle is known at open + interval, so the sentiment
+    as-of sees the last hour completed at that close; off-grid open times and gaps are named."""
+    minute = random_walk_candles(n=600, seed=4)
+    candles = minute.assign(open_time=pd.date_range("2024-01-01", periods=600, freq=step, tz="UTC"))
+    config = F.FeatureConfig(include_sentiment=True)
+    hours = pd.date_range("2023-12-31", periods=24 * 40, freq="h", tz="UTC")
+    sentiment = pd.DataFrame(
+        {
+            "hour": hours,
+            "mean_sentiment": np.arange(len(hours), dtype=float),  # the value names its hour
+            "article_count": 1.0,
+            "positive_share": 0.5,
+            "negative_share": 0.1,
+        }
+    )
+    frame = F.compute_features(candles, config, sentiment_hourly=sentiment, interval=interval)
+    as_minutes = F.compute_features(minute, config, sentiment_hourly=sentiment)
+    for column in ("rsi_14", "ema_9_rel", "log_return_5", "volatility_15"):  # positional: same values
+        np.testing.assert_allclose(frame[column], as_minutes[column], rtol=1e-9, equal_nan=True)
+    close = candles["open_time"] + pd.Timedelta(step)
+    expected_hour = (close - pd.Timedelta(hours=1)).dt.floor("h")
+    expected = ((expected_hour - hours[0]) / pd.Timedelta(hours=1)).to_numpy(dtype=float)
+    np.testing.assert_array_equal(frame["sentiment_mean_1h"].to_numpy(), expected)
+    if interval != "1m":
+        shifted = candles.assign(open_time=candles["open_time"] + pd.Timedelta(minutes=1))
+        with pytest.raises(CandleValidationError, match=f"not on the {interval} grid"):
+            F.compute_features(shifted, config, sentiment_hourly=sentiment, interval=interval)
+    gappy = candles["open_time"].drop(index=100)
+    mask = F.gap_mask(gappy, 3, interval=interval)
+    # rows 101..103 (positions 100..102) reach back over the missing candle 100
+    assert mask[:3].all() and not mask[3:100].any() and mask[100:103].all() and not mask[103:].any()

@@ -165,3 +165,24 @@ def test_empty_and_single_candle_frames():
         labels = L.compute_labels(candles)
         assert len(labels) == rows and labels["fwd_return_5"].isna().all()
         assert L.label_coverage(candles)["pending_5"] == rows
+
+
+@pytest.mark.parametrize("interval, step", [("1m", "1min"), ("5m", "5min"), ("1h", "1h")])
+def test_horizons_count_candles_of_the_interval(interval, step):
+    """On 5m / 1h candles a horizon of h means h candles later; a missing candle is a gap, off-grid
+    open times are refused naming the interval."""
+    times = pd.date_range("2024-01-01", periods=40, freq=step, tz="UTC")
+    close = np.exp(np.cumsum(np.random.default_rng(3).normal(0, 1e-3, len(times)))) * 100
+    candles = pd.DataFrame({"open_time": times, "close": close})
+    config = L.LabelConfig(horizons=(2, 7), interval=interval)
+    labels = L.compute_labels(candles, config)
+    np.testing.assert_allclose(labels["fwd_return_7"][:-7], np.log(close[7:] / close[:-7]))
+    assert labels["fwd_return_7"][-7:].isna().all()
+    gappy = L.compute_labels(candles.drop(index=20).reset_index(drop=True), config)
+    assert gappy["up_2"].isna().sum() == 2 + 2  # two rows span the missing candle, two are pending
+    if interval != "1m":
+        shifted = candles.assign(open_time=candles["open_time"] + pd.Timedelta(minutes=1))
+        with pytest.raises(CandleValidationError, match=f"not on the {interval} grid"):
+            L.compute_labels(shifted, config)
+    with pytest.raises(ValueError, match="unsupported candle interval '7m'"):
+        L.LabelConfig(interval="7m")

@@ -345,3 +345,23 @@ def test_flip_inside_a_day_starts_at_the_exact_minute():
     flipped = hidden["open_time"] >= pd.Timestamp("2024-01-04 12:31", tz="UTC")
     assert (hidden.loc[flipped, "signal_gain"] == -0.5).all()
     assert (hidden.loc[~flipped, "signal_gain"] == 0.5).all()
+
+
+@pytest.mark.parametrize("interval, minutes", [("5m", 5), ("1h", 60)])
+def test_simulator_aggregates_minutes_to_the_interval_with_the_state_at_each_close(interval, minutes):
+    per_minute = simulate_day("BTCUSDT", "2024-01-03")
+    coarse = simulate_day("BTCUSDT", "2024-01-03", interval=interval)
+    candles = validate_candles(coarse.candles, source=f"simulator:{interval}")
+    assert len(candles) == len(coarse.hidden) == 1440 // minutes
+    assert (candles["open_time"].diff().dropna() == pd.Timedelta(minutes=minutes)).all()
+    block = per_minute.candles.iloc[minutes : 2 * minutes]
+    second = candles.iloc[1]
+    assert second["open"] == block["open"].iloc[0] and second["close"] == block["close"].iloc[-1]
+    assert second["high"] == block["high"].max() and second["low"] == block["low"].min()
+    assert second["volume"] == pytest.approx(block["volume"].sum())
+    # the coarse hidden row is the state at the candle's close: the oracle for h candles equals the
+    # minute oracle for h * minutes at the candle's last minute
+    last_minutes = per_minute.hidden.iloc[minutes - 1 :: minutes].reset_index(drop=True)
+    np.testing.assert_array_equal(
+        oracle_probability_up(coarse.hidden, 2 * minutes), oracle_probability_up(last_minutes, 2 * minutes)
+    )

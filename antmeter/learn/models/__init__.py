@@ -40,8 +40,11 @@ __all__ = [
     "build_model",
     "build_model_from_spec",
     "load_preset",
+    "load_search_space",
     "preset_names",
 ]
+
+TUNABLE_SECTIONS = ("model", "training", "loss")
 
 
 @dataclass(frozen=True)
@@ -173,12 +176,16 @@ def preset_names() -> list[str]:
     return list(_read_presets())
 
 
-def load_preset(name: str = DEFAULT_PRESET, model_type: str = "lstm") -> dict[str, dict[str, Any]]:
+def load_preset(
+    name: str = DEFAULT_PRESET, model_type: str = "lstm", overrides: Mapping[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """Settings of preset ``name`` for ``model_type`` as ``{"model", "loss", "training", "dataset"}``.
 
     ``model`` is the ``params`` mapping for :func:`build_model` (validated here), ``loss`` the
     :class:`MultiTaskLoss` settings, ``training`` keyword arguments for ``train_model`` and ``dataset`` the
     ``DatasetSpec`` settings. A model's own ``training``/``loss`` block overrides the preset-wide values.
+    ``overrides`` (e.g. tuned hyperparameters) maps ``"section.name"`` keys (sections ``model``,
+    ``training``, ``loss``) to values that replace the preset's.
     """
     presets = _read_presets()
     if name not in presets:
@@ -190,6 +197,12 @@ def load_preset(name: str = DEFAULT_PRESET, model_type: str = "lstm") -> dict[st
     model_params = dict(models[model_type])
     training = {**(preset.get("training") or {}), **model_params.pop("training", {})}
     loss = {**(preset.get("loss") or {}), **model_params.pop("loss", {})}
+    sections = {"model": model_params, "training": training, "loss": loss}
+    for key, value in (overrides or {}).items():
+        section, _, param = str(key).partition(".")
+        if section not in TUNABLE_SECTIONS or not param:
+            raise ValueError(f"override {key!r}: expected 'section.name' with section in {TUNABLE_SECTIONS}")
+        sections[section][param] = value
     _resolve_params(model_type, model_params)
     MultiTaskLoss.from_config(1, loss)
     return {
@@ -198,3 +211,29 @@ def load_preset(name: str = DEFAULT_PRESET, model_type: str = "lstm") -> dict[st
         "training": training,
         "dataset": dict(preset.get("dataset") or {}),
     }
+
+
+def load_search_space(name: str = DEFAULT_PRESET, model_type: str = "lstm") -> dict[str, dict[str, Any]]:
+    """The hyperparameter search space of preset ``name`` for ``model_type``: the preset's
+    ``search_space.all`` entries plus ``search_space.<model_type>``, each ``"section.name"`` mapped to
+    ``{type: float|int, low, high, log?}`` or ``{type: categorical, choices: [...]}`` (empty when the
+    preset defines none)."""
+    load_preset(name, model_type)  # validates the preset and the model type
+    space = _read_presets()[name].get("search_space") or {}
+    merged = {**(space.get("all") or {}), **(space.get(model_type) or {})}
+    for key, spec in merged.items():
+        section, _, param = str(key).partition(".")
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        if section not in TUNABLE_SECTIONS or not param:
+            raise ValueError(f"{PRESETS_FILE} {name}.search_space: key {key!r} must be 'section.name'")
+        if kind in ("float", "int"):
+            if not spec.get("low", 0) < spec.get("high", 0):
+                raise ValueError(f"{PRESETS_FILE} {name}.search_space.{key}: needs low < high, got {spec}")
+        elif kind == "categorical":
+            if not spec.get("choices"):
+                raise ValueError(f"{PRESETS_FILE} {name}.search_space.{key}: needs a non-empty choices list")
+        else:
+            raise ValueError(
+                f"{PRESETS_FILE} {name}.search_space.{key}: type must be float, int or categorical, got {kind!r}"
+            )
+    return merged

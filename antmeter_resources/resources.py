@@ -217,10 +217,14 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class AlertWebhookResource(dg.ConfigurableResource):
-    """Posts alerts as JSON to ``ANTMETER_ALERT_WEBHOOK_URL`` when it is set."""
+    """Posts alerts as JSON to ``ANTMETER_ALERT_WEBHOOK_URL`` when it is set (a secret: never logged).
+
+    ``thresholds`` (``ANTMETER_ALERT_THRESHOLDS``, JSON horizon -> confidence) decides which new
+    predictions are confident signals (see :mod:`antmeter.live.alerts`)."""
 
     url: str | None = None
     timeout_s: float = 5.0
+    thresholds: str | None = None
 
     def post(self, payload: dict[str, Any]) -> bool:
         """Send ``payload``; returns False (and logs) when no URL is configured or delivery fails."""
@@ -231,9 +235,17 @@ class AlertWebhookResource(dg.ConfigurableResource):
             response = httpx.post(self.url, json=payload, timeout=self.timeout_s)
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            log.error("alert webhook failed: %s", exc)
+            log.error("alert webhook failed: %s", type(exc).__name__)  # the message names the URL
             return False
         return True
+
+    def signal(self, predictions: pd.DataFrame, state_dir: Path):
+        """Post the confident signals among new prediction rows in the background; (new, alerter)."""
+        from antmeter.live.alerts import alert_on_predictions, parse_thresholds
+
+        return alert_on_predictions(
+            predictions, parse_thresholds(self.thresholds), self.url, state_dir, self.timeout_s
+        )
 
 
 def _env_or(name: str, default: Any) -> Any:
@@ -296,5 +308,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             tracking_uri=_env_or("MLFLOW_TRACKING_URI", MlflowResource().tracking_uri),
             artifact_root=_env_or("ANTMETER_MLFLOW_ARTIFACT_ROOT", MlflowResource().artifact_root),
         ),
-        "alerts": AlertWebhookResource(url=_env_or("ANTMETER_ALERT_WEBHOOK_URL", None)),
+        "alerts": AlertWebhookResource(
+            url=_env_or("ANTMETER_ALERT_WEBHOOK_URL", None),
+            thresholds=_env_or("ANTMETER_ALERT_THRESHOLDS", None),
+        ),
     }

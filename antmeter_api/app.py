@@ -6,6 +6,7 @@ OpenAPI docs at ``/docs``.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import importlib.metadata
 import json
@@ -30,6 +31,13 @@ from antmeter_api.settings import OPERATOR_TOKEN_ENV, ApiSettings
 
 STATIC = Path(__file__).parent / "static"
 Symbol = Annotated[str, Query(pattern=schemas.SYMBOL_PATTERN, examples=["BTCUSDT"])]
+
+
+def _service(request: Request) -> InferenceService:
+    return request.app.state.service
+
+
+Service = Annotated[InferenceService, Depends(_service)]
 
 
 def build_service(settings: ApiSettings) -> InferenceService:
@@ -173,7 +181,8 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Iterator[None]:
-        app.state.service = service or build_service(settings)
+        if getattr(app.state, "service", None) is None:
+            app.state.service = build_service(settings)
         yield
 
     app = FastAPI(
@@ -183,13 +192,9 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         "domain endpoints, operator actions through Dagster and a live dashboard (/dashboard).",
         lifespan=lifespan,
     )
+    app.state.service = service
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    def svc(request: Request) -> InferenceService:
-        return request.app.state.service
-
-    Service = Annotated[InferenceService, Depends(svc)]
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError):
@@ -314,7 +319,7 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
                     f"{kind} must be a rectangular [batch, window, features] list of numbers", field=kind
                 ) from None
             served, proba, regression = service.score_windows(windows, model)
-            classes = service._class_names(served)
+            classes = service.class_names(served)
             out = []
             for i in range(len(windows)):
                 entry: dict[str, Any] = {}
@@ -386,8 +391,8 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
     def candles(
         service: Service,
         symbol: Symbol,
-        start: Annotated[pd.Timestamp | None, Query()] = None,
-        end: Annotated[pd.Timestamp | None, Query()] = None,
+        start: Annotated[dt.datetime | None, Query()] = None,
+        end: Annotated[dt.datetime | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=20_000)] = 1_440,
     ) -> dict[str, Any]:
         """Stored candles of a symbol (newest ``limit`` in ``[start, end)``)."""
@@ -417,8 +422,8 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         symbol: Annotated[str | None, Query(pattern=schemas.SYMBOL_PATTERN)] = None,
         model: str | None = None,
         horizon: Annotated[int | None, Query(ge=1)] = None,
-        start: pd.Timestamp | None = None,
-        end: pd.Timestamp | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=50_000)] = 5_000,
     ) -> dict[str, Any]:
         """Stored predictions (the pipeline's ``predictions`` table), newest ``limit``."""
@@ -433,8 +438,8 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         symbol: Annotated[str | None, Query(pattern=schemas.SYMBOL_PATTERN)] = None,
         model: str | None = None,
         horizon: Annotated[int | None, Query(ge=1)] = None,
-        start: pd.Timestamp | None = None,
-        end: pd.Timestamp | None = None,
+        start: dt.datetime | None = None,
+        end: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=50_000)] = 5_000,
     ) -> dict[str, Any]:
         """Stored predictions joined with what the market did, the majority and persistence baselines on

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,12 @@ ALL_MODEL_TYPES = ("lstm", "transformer", "patchtst")
 OPERATOR_TOKEN_ENV = "ANTMETER_API_OPERATOR_TOKEN"
 
 
-def _data_dir() -> Path:
-    return Path(os.environ.get("ANTMETER_DATA_DIR") or REPO_ROOT / "data").resolve()
+def _data_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("ANTMETER_DATA_DIR") or REPO_ROOT / "data").resolve()
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
+def _int_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
     if not raw:
         return default
     try:
@@ -33,8 +34,8 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
-def _model_types() -> tuple[str, ...]:
-    raw = os.environ.get("ANTMETER_MODEL_TYPES", "")
+def _model_types(env: Mapping[str, str]) -> tuple[str, ...]:
+    raw = env.get("ANTMETER_MODEL_TYPES", "")
     chosen = tuple(dict.fromkeys(t.strip().lower() for t in raw.split(",") if t.strip()))
     unknown = [t for t in chosen if t not in ALL_MODEL_TYPES]
     if unknown:
@@ -58,14 +59,15 @@ class ApiSettings:
     service: ServiceSettings = field(default_factory=ServiceSettings)
 
     @classmethod
-    def from_env(cls) -> ApiSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
         """``ANTMETER_STORE_URL``, ``MLFLOW_TRACKING_URI``, ``ANTMETER_DATA_DIR``, ``ANTMETER_MODEL_TYPES``,
         ``ANTMETER_API_DEFAULT_MODEL``, ``ANTMETER_API_DAGSTER_URL``, ``ANTMETER_API_OPERATOR_TOKEN``,
         ``ANTMETER_API_MAX_BODY_BYTES``, ``ANTMETER_SETTINGS`` (interval, task, staleness, horizon)."""
-        data = _data_dir()
-        overrides = json.loads(os.environ.get("ANTMETER_SETTINGS") or "{}")
-        model_types = _model_types()
-        default_model = os.environ.get("ANTMETER_API_DEFAULT_MODEL") or None
+        env = os.environ if environ is None else environ
+        data = _data_dir(env)
+        overrides = json.loads(env.get("ANTMETER_SETTINGS") or "{}")
+        model_types = _model_types(env)
+        default_model = env.get("ANTMETER_API_DEFAULT_MODEL") or None
         if default_model is not None and default_model not in model_types:
             raise ValueError(f"ANTMETER_API_DEFAULT_MODEL {default_model!r} is not one of {model_types}")
         service = ServiceSettings(
@@ -74,18 +76,17 @@ class ApiSettings:
             interval=overrides.get("interval", "1m"),
             task=overrides.get("task", "binary"),
             stale_after_minutes=int(
-                os.environ.get("ANTMETER_API_STALE_AFTER_MINUTES") or overrides.get("stale_after_minutes", 10)
+                env.get("ANTMETER_API_STALE_AFTER_MINUTES") or overrides.get("stale_after_minutes", 10)
             ),
             promotion_metric=overrides.get("promotion_metric", "log_loss"),
             primary_horizon=int(overrides.get("primary_horizon", 5)),
         )
         return cls(
-            store_url=os.environ.get("ANTMETER_STORE_URL") or f"sqlite:///{data / 'market.sqlite'}",
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{data / 'mlflow' / 'mlflow.db'}",
+            store_url=env.get("ANTMETER_STORE_URL") or f"sqlite:///{data / 'market.sqlite'}",
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{data / 'mlflow' / 'mlflow.db'}",
             cache_dir=data / "api" / "champions",
-            dagster_url=(os.environ.get("ANTMETER_API_DAGSTER_URL") or "http://127.0.0.1:3000").rstrip("/"),
-            operator_token=os.environ.get(OPERATOR_TOKEN_ENV) or None,
-            max_body_bytes=_int_env("ANTMETER_API_MAX_BODY_BYTES", 4_000_000),
+            dagster_url=(env.get("ANTMETER_API_DAGSTER_URL") or "http://127.0.0.1:3000").rstrip("/"),
+            operator_token=env.get(OPERATOR_TOKEN_ENV) or None,
+            max_body_bytes=_int_env(env, "ANTMETER_API_MAX_BODY_BYTES", 4_000_000),
             service=service,
         )

@@ -77,9 +77,12 @@ class ServingModel:
                 f"model {self.directory.name} expects windows of shape (N, {self.window}, {len(self.schema)}), "
                 f"got {windows.shape}"
             )
+        # Dynamic INT8 quantizes activations with one scale per tensor, taken from the whole batch: scored
+        # together, windows would change each other's predictions. Each window is scored on its own.
+        step = 1 if self.precision == "int8" else batch_size
         probas, regs = [], []
-        for start in range(0, len(windows), batch_size):
-            proba, reg = self._predictor.predict(self.scaler.transform(windows[start : start + batch_size]))
+        for start in range(0, len(windows), step):
+            proba, reg = self._predictor.predict(self.scaler.transform(windows[start : start + step]))
             probas.append(proba)
             regs.append(reg * self._target_std + self._target_mean)
         return np.concatenate(probas), np.concatenate(regs)

@@ -129,8 +129,8 @@ class InferenceService:
             return min(scored)[1]
         return self.settings.model_types[0]
 
-    def gate_metric_key(self) -> str:
-        return f"holdout.model.{self.settings.promotion_metric}_{self.settings.primary_horizon}m"
+    def gate_metric_key(self, model_type: str) -> str:
+        return f"holdout.{model_type}.{self.settings.promotion_metric}_{self.settings.primary_horizon}m"
 
     def gate_score(self, model_type: str) -> float | None:
         """The champion's holdout score on the gate metric (lower is better), None without a champion."""
@@ -139,7 +139,7 @@ class InferenceService:
         version = champion(self.client, self.settings.registered_name(model_type))
         if version is None or not version.run_id:
             return None
-        return self.client.get_run(version.run_id).data.metrics.get(self.gate_metric_key())
+        return self.client.get_run(version.run_id).data.metrics.get(self.gate_metric_key(model_type))
 
     def champion(self, model_type: str) -> ServedChampion:
         """The serving champion of a type (loaded by alias, cached by version) or :class:`NoChampion`."""
@@ -364,7 +364,8 @@ class InferenceService:
                 field="candles",
             )
         features = self.features_for(symbol, canonical)
-        after = canonical["open_time"].iloc[0] + self.warmup - self.step
+        # like the predictions asset: every row of a window has the full warm-up before it
+        after = canonical["open_time"].iloc[0] + self.warmup + (served.model.window - 2) * self.step
         rows = predict_symbol(
             served.model, features, symbol, served.name, served.version, after, self.clock()
         )

@@ -711,7 +711,7 @@ def test_dashboard_shows_stored_candles_predictions_and_outcomes_and_updates_liv
         assert float(row["accuracy"]) == pytest.approx(summary[f"{predictor}_accuracy"])
         assert int(row["n"]) == summary["n"]
     assert page.locator("#champions").inner_text().count("promoted") == 1
-    assert page.locator("#gauge-value").inner_text().endswith("%")
+    assert page.locator("#gauge-value").text_content().endswith("%")
     screenshot(page, "dashboard")
 
     # a new prediction (the pipeline's predictions asset, after the live harvest) appears without a reload,

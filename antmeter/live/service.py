@@ -240,7 +240,14 @@ class InferenceService:
 
     def newest_candles(self, symbol: str, minutes_needed: int, now: pd.Timestamp) -> pd.DataFrame:
         """The closed candles of the last ``minutes_needed`` minutes before the newest one; stale → error."""
-        stats = self.store.candle_stats(symbol, self.settings.interval)
+        start = self.newest_open_time(symbol, now) - pd.Timedelta(minutes=minutes_needed)
+        return closed_before(self.store.read_candles(symbol, self.settings.interval, start, None), now)
+
+    def newest_open_time(self, symbol: str, now: pd.Timestamp) -> pd.Timestamp:
+        """The open time of the newest stored candle of ``symbol``; :class:`StaleInput` when too old."""
+        stats = self.store.candle_stats(
+            symbol, self.settings.interval, None, (now - self.step).floor("us") + pd.Timedelta(1, "us")
+        )
         newest = stats["last_open_time"]
         if newest is None:
             raise NotFound(f"no candles stored for {symbol!r}", field="symbol")
@@ -255,8 +262,7 @@ class InferenceService:
                 newest_close=newest_close.isoformat(),
                 stale_minutes=round(age.total_seconds() / 60, 2),
             )
-        start = newest - pd.Timedelta(minutes=minutes_needed)
-        return closed_before(self.store.read_candles(symbol, self.settings.interval, start, None), now)
+        return newest
 
     def features_for(self, symbol: str, candles: pd.DataFrame) -> pd.DataFrame:
         """The pipeline's features of ``candles`` (with the store's hourly sentiment of ``symbol``)."""
@@ -287,13 +293,12 @@ class InferenceService:
         model_type = self.model_type(model)
         served = self.champion(model_type)
         now = self.clock()
-        minutes_needed = served.model.window + int(self.warmup / self.step)
-        candles = self.newest_candles(symbol, minutes_needed, now)
-        key = (served.name, served.version, symbol, candles["open_time"].iloc[-1])
+        key = (served.name, served.version, symbol, self.newest_open_time(symbol, now))
         with self._latest_lock:
             if key in self._latest:
                 self._latest.move_to_end(key)
                 return self._latest[key]
+        candles = self.newest_candles(symbol, served.model.window + int(self.warmup / self.step), now)
         features = self.features_for(symbol, candles)
         rows = predict_symbol(served.model, features, symbol, served.name, served.version, None, now)
         if rows.empty or rows["prediction_time"].max() != candles["open_time"].iloc[-1]:

@@ -31,10 +31,11 @@ from starlette.testclient import TestClient
 
 from antmeter_api.app import build_service, create_app
 from antmeter_api.settings import ApiSettings
-from antmeter_tests.browser.conftest import MAIN_JOB_TIMEOUT_S, REPO, screenshot
+from antmeter_tests.browser.conftest import REPO, screenshot
 from antmeter_tests.servers.webhook_server import running_webhook
 
-pytestmark = pytest.mark.timeout(1800)  # the fills run the main job (minutes on a busy machine)
+pytestmark = pytest.mark.timeout(3600)  # the fills run the main job (minutes; far longer on a busy machine)
+SERVED_FILL_TIMEOUT_S = 2400
 MODEL = "antmeter-lstm"
 TOKEN = "operator-token-for-tests"
 # The INT8 bundle quantizes activations dynamically (scales from each batch), so a window's probabilities
@@ -93,7 +94,7 @@ def served(filled_pipeline, tmp_path_factory) -> Served:
         env=env,
         capture_output=True,
         text=True,
-        timeout=MAIN_JOB_TIMEOUT_S,
+        timeout=SERVED_FILL_TIMEOUT_S,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
     version = champion_version(env)

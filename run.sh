@@ -6,6 +6,8 @@
 #   bash run.sh mlflow                             open the MLflow UI on the local tracking store
 #   bash run.sh deploy [--port N ...]              the Postgres-backed topology (code server, daemon,
 #                                                  webserver) as processes on this machine
+#   bash run.sh serve                              the inference API and dashboard (uvicorn, port PORT,
+#                                                  default 8000) on the same store and MLflow registry
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$PWD
@@ -69,6 +71,10 @@ case "$cmd" in
   deploy)
     ensure_venv
     exec .venv/bin/python -m antmeter_deploy "$@" ;;
+  serve)
+    ensure_venv
+    export PORT="${PORT:-8000}"
+    exec .venv/bin/python -m antmeter_api "$@" ;;
   *)
-    echo "usage: bash run.sh {main|test|ui|mlflow|deploy} [args]" >&2; exit 2 ;;
+    echo "usage: bash run.sh {main|test|ui|mlflow|deploy|serve} [args]" >&2; exit 2 ;;
 esac

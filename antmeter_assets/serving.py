@@ -9,7 +9,12 @@ import pandas as pd
 
 from antmeter_assets.models import MODEL_TYPES
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, CandleSourceResource, MarketStoreResource
+from antmeter_resources import (
+    AlertWebhookResource,
+    AntmeterSettings,
+    CandleSourceResource,
+    MarketStoreResource,
+)
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -42,13 +47,17 @@ def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
     ).with_label("on new features or a new champion"),
 )
 def predictions(
-    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+    context: dg.AssetExecutionContext,
+    settings: AntmeterSettings,
+    store: MarketStoreResource,
+    alerts: AlertWebhookResource,
 ) -> dg.MaterializeResult:
     """Every horizon's class probabilities, predicted class, confidence and return forecast for each
     symbol, from each champion's INT8 ONNX model, for every candle closed since the last prediction.
 
     Features are computed by the training code and checked against the model's stored schema.
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
+    Confident new predictions are posted to the alert webhook in the background.
     """
     from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
     from antmeter.learn.bundle import ServingModel
@@ -58,7 +67,7 @@ def predictions(
     market = store.get()
     config = settings.feature_config()
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
-    written, stale, per_model = 0, {}, {}
+    written, stale, per_model, new_rows = 0, {}, {}, []
     champions = {}
     for model_type, directory in champion_dirs(settings).items():
         registry_info = json.loads((directory / "registry.json").read_text())
@@ -95,12 +104,17 @@ def predictions(
             rows = predict_symbol(model, features, symbol, name, version, after, now)
             if len(rows):
                 written += market.upsert_frame("predictions", rows)
+                new_rows.append(rows)
             per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
     if not per_model and not stale:
         context.log.warning("no champion is serving yet: nothing to predict")
+    signals = (
+        alerts.signal(pd.concat(new_rows), settings.path("alerts", "sent", "x").parent)[0] if new_rows else 0
+    )
     return dg.MaterializeResult(
         metadata={
             "predictions": written,
+            "alerts_sent": signals,
             "per_model_symbol": dg.MetadataValue.json(per_model),
             "stale_symbols": dg.MetadataValue.json(stale),
             "as_of": str(now),

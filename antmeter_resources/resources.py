@@ -305,10 +305,14 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 class AlertWebhookResource(dg.ConfigurableResource):
-    """Posts alerts as JSON to ``ANTMETER_ALERT_WEBHOOK_URL`` when it is set."""
+    """Posts alerts as JSON to ``ANTMETER_ALERT_WEBHOOK_URL`` when it is set (a secret: never logged).
+
+    ``thresholds`` (``ANTMETER_ALERT_THRESHOLDS``, JSON horizon -> confidence) decides which new
+    predictions are confident signals (see :mod:`antmeter.live.alerts`)."""
 
     url: str | None = None
     timeout_s: float = 5.0
+    thresholds: str | None = None
 
     def post(self, payload: dict[str, Any]) -> bool:
         """Send ``payload``; returns False (and logs) when no URL is configured or delivery fails."""
@@ -327,6 +331,14 @@ class AlertWebhookResource(dg.ConfigurableResource):
             log.error("alert webhook %s failed: %s", redact_url(self.url), problem)
             return False
         return True
+
+    def signal(self, predictions: pd.DataFrame, state_dir: Path):
+        """Post the confident signals among new prediction rows in the background; (new, alerter)."""
+        from antmeter.live.alerts import alert_on_predictions, parse_thresholds
+
+        return alert_on_predictions(
+            predictions, parse_thresholds(self.thresholds), self.url, state_dir, self.timeout_s
+        )
 
 
 def _env_or(name: str, default: Any) -> Any:
@@ -424,5 +436,8 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             tracking_uri=_env_or("MLFLOW_TRACKING_URI", MlflowResource().tracking_uri),
             artifact_root=_env_or("ANTMETER_MLFLOW_ARTIFACT_ROOT", MlflowResource().artifact_root),
         ),
-        "alerts": AlertWebhookResource(url=_env_or("ANTMETER_ALERT_WEBHOOK_URL", None)),
+        "alerts": AlertWebhookResource(
+            url=_env_or("ANTMETER_ALERT_WEBHOOK_URL", None),
+            thresholds=_env_or("ANTMETER_ALERT_THRESHOLDS", None),
+        ),
     }

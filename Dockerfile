@@ -9,5 +9,5 @@ COPY antmeter_resources ./antmeter_resources
 COPY antmeter_deploy ./antmeter_deploy
 # torch==2.13.0 from the CPU index keeps the image free of a multi-GB CUDA build.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && pip install -c requirements.lock .
+ && pip install -c requirements.lock '.[celery]'
 COPY dagster.yaml workspace.yaml /opt/dagster/home/

@@ -1,15 +1,15 @@
 """The live loop's assets: predictions from each champion, and their verification report."""
 
-import json
 import os
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from antmeter.registry.versions import ChampionCache, ServedChampion
 from antmeter_assets.models import MODEL_TYPES
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, MarketStoreResource
+from antmeter_resources import AntmeterSettings, MarketStoreResource, MlflowResource
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -17,13 +17,27 @@ MAX_BACKFILL = pd.Timedelta(days=2)
 VERIFICATION_CRON = os.environ.get("ANTMETER_VERIFICATION_CRON", "0 * * * *")
 
 
-def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
-    """The local copy of each serving model type's champion bundle (written by its gate)."""
+_CHAMPION_CACHES: dict[tuple[str, str], ChampionCache] = {}
+
+
+def champion_cache(settings: AntmeterSettings, mlflow: MlflowResource) -> ChampionCache:
+    """This process's :class:`ChampionCache` for the registry and data directory: champions come from
+    the MLflow registry by alias (``models:/<name>@champion``), downloaded once per version into
+    ``<data>/champion_cache`` and kept loaded, so a long-lived worker loads a model once."""
+    key = (mlflow.tracking_uri, settings.data_dir)
+    if key not in _CHAMPION_CACHES:
+        _CHAMPION_CACHES[key] = ChampionCache(mlflow.client(), Path(settings.data_dir) / "champion_cache")
+    return _CHAMPION_CACHES[key]
+
+
+def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dict[str, ServedChampion]:
+    """The champion of each serving model type that has one, by model type."""
+    cache = champion_cache(settings, mlflow)
     found = {}
     for model_type in settings.model_types:
-        directory = Path(settings.data_dir) / "models" / model_type / "champion"
-        if (directory / "registry.json").exists():
-            found[model_type] = directory
+        served = cache.get(mlflow.registered_name(model_type))
+        if served is not None:
+            found[model_type] = served
     return found
 
 
@@ -42,7 +56,10 @@ def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
     ).with_label("on new features or a new champion"),
 )
 def predictions(
-    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+    context: dg.AssetExecutionContext,
+    settings: AntmeterSettings,
+    store: MarketStoreResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Every horizon's class probabilities, predicted class, confidence and return forecast for each
     symbol, from each champion's INT8 ONNX model, for every candle closed since the last prediction.
@@ -51,7 +68,6 @@ def predictions(
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
     """
     from antmeter.features.pipeline import compute_features, required_warmup_minutes
-    from antmeter.learn.bundle import ServingModel
     from antmeter.live.inference import predict_symbol
 
     now = utc_now()
@@ -59,10 +75,8 @@ def predictions(
     config = settings.feature_config()
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     written, stale, per_model = 0, {}, {}
-    for model_type, directory in champion_dirs(settings).items():
-        registry_info = json.loads((directory / "registry.json").read_text())
-        model = ServingModel.load(directory)
-        name, version = registry_info["name"], registry_info["version"]
+    for model_type, served in serving_champions(settings, mlflow).items():
+        model, name, version = served.model, served.name, served.version
         earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
         for symbol in market.symbols():
             previous = market.read_frame(
@@ -112,7 +126,10 @@ def predictions(
     & ~dg.AutomationCondition.in_progress(),
 )
 def verification_report(
-    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+    context: dg.AssetExecutionContext,
+    settings: AntmeterSettings,
+    store: MarketStoreResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
@@ -124,10 +141,7 @@ def verification_report(
     now = utc_now()
     market = store.get()
     config = settings.feature_config()
-    champions = {
-        json.loads((d / "registry.json").read_text())["name"]: json.loads((d / "serving.json").read_text())
-        for d in champion_dirs(settings).values()
-    }
+    champions = {served.name: served.model.config for served in serving_champions(settings, mlflow).values()}
     current, reference = _drift_frames(
         settings, market, now, champions, config, compute_features, required_warmup_minutes
     )
@@ -175,10 +189,10 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
         return None, None
     reference = []
     for symbol in market.symbols():
-        for day in days[-3:]:
-            path = Path(settings.data_dir) / "features" / f"symbol={symbol}" / f"date={day}.parquet"
-            if path.exists():
-                reference.append(pd.read_parquet(path))
+        stored = set(market.partition_frame_days("features", symbol))
+        reference += [
+            market.read_partition_frame("features", symbol, day) for day in days[-3:] if day in stored
+        ]
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     current = []
     for symbol in market.symbols():

@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from antmeter_assets import automation, features, jobs, market, models, news, serving
+from antmeter_assets import automation, features, jobs, live, market, models, news, serving
 from antmeter_assets.code_version import code_version
 from antmeter_resources import resources_from_env
 
@@ -29,9 +29,9 @@ defs = dg.Definitions(
         serving.predictions,
         serving.verification_report,
     ],
-    jobs=[*jobs.all_jobs, *automation.extra_jobs],
+    jobs=[*jobs.all_jobs, *automation.extra_jobs, live.live_minute_job],
     schedules=automation.schedules,
-    sensors=automation.sensors,
+    sensors=[*automation.sensors, live.live_minute_sensor],
     resources=resources_from_env(),
     executor=dg.in_process_executor if os.environ.get("ANTMETER_EXECUTOR") == "in_process" else None,
     metadata={"antmeter/code_version": code_version()},

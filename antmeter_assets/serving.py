@@ -41,6 +41,59 @@ def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dic
     return found
 
 
+def predict_new_candles(
+    settings: AntmeterSettings,
+    market,
+    champions: dict[str, ServedChampion],
+    now: pd.Timestamp,
+    log,
+    symbols: list[str] | None = None,
+) -> tuple[int, dict[str, str], dict[str, int]]:
+    """Each champion's predictions for every candle of ``symbols`` (default: all) closed since its
+    last prediction (at most ``MAX_BACKFILL`` back), upserted into the store (idempotent by key).
+    Returns (rows written, stale symbols -> newest close, rows per model/symbol)."""
+    from antmeter.features.pipeline import compute_features, required_warmup_minutes
+    from antmeter.live.inference import predict_symbol
+
+    config = settings.feature_config()
+    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    written, stale, per_model = 0, {}, {}
+    for model_type, served in champions.items():
+        model, name, version = served.model, served.name, served.version
+        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
+        for symbol in symbols if symbols is not None else market.symbols():
+            previous = market.read_frame(
+                "predictions",
+                filters={"symbol": symbol, "model_name": name, "model_version": version},
+                time_range=(now - MAX_BACKFILL, None),
+            )
+            after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
+            after = max(after, now - MAX_BACKFILL)
+            candles = market.read_candles(
+                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
+            )
+            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
+            if newest_close is None or now - newest_close > pd.Timedelta(
+                minutes=settings.stale_after_minutes
+            ):
+                stale[symbol] = str(newest_close)
+                log.warning(f"{symbol}: stale input (newest candle closed {newest_close}); not predicting")
+                continue
+            sentiment = market.read_frame(
+                "sentiment_hourly",
+                filters={"symbol": symbol},
+                time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
+            )
+            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
+            rows = predict_symbol(model, features, symbol, name, version, after, now)
+            if len(rows):
+                written += market.upsert_frame("predictions", rows)
+            per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
+    if not per_model and not stale:
+        log.warning("no champion is serving yet: nothing to predict")
+    return written, stale, per_model
+
+
 @dg.asset(
     group_name="live",
     kinds={"onnx", "sql"},
@@ -67,47 +120,10 @@ def predictions(
     Features are computed by the training code and checked against the model's stored schema.
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
     """
-    from antmeter.features.pipeline import compute_features, required_warmup_minutes
-    from antmeter.live.inference import predict_symbol
-
     now = utc_now()
-    market = store.get()
-    config = settings.feature_config()
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
-    written, stale, per_model = 0, {}, {}
-    for model_type, served in serving_champions(settings, mlflow).items():
-        model, name, version = served.model, served.name, served.version
-        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
-        for symbol in market.symbols():
-            previous = market.read_frame(
-                "predictions", filters={"symbol": symbol, "model_name": name, "model_version": version}
-            )
-            after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
-            after = max(after, now - MAX_BACKFILL)
-            candles = market.read_candles(
-                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
-            )
-            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
-            if newest_close is None or now - newest_close > pd.Timedelta(
-                minutes=settings.stale_after_minutes
-            ):
-                stale[symbol] = str(newest_close)
-                context.log.warning(
-                    f"{symbol}: stale input (newest candle closed {newest_close}); not predicting"
-                )
-                continue
-            sentiment = market.read_frame(
-                "sentiment_hourly",
-                filters={"symbol": symbol},
-                time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
-            )
-            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
-            rows = predict_symbol(model, features, symbol, name, version, after, now)
-            if len(rows):
-                written += market.upsert_frame("predictions", rows)
-            per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
-    if not per_model and not stale:
-        context.log.warning("no champion is serving yet: nothing to predict")
+    written, stale, per_model = predict_new_candles(
+        settings, store.get(), serving_champions(settings, mlflow), now, context.log
+    )
     return dg.MaterializeResult(
         metadata={
             "predictions": written,

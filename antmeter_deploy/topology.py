@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -69,20 +70,22 @@ class CeleryDeployment:
         }
 
 
-def rabbitmq_vhost_url(base_url: str, vhost: str) -> str:
-    """Create ``vhost`` on the local RabbitMQ (``rabbitmqctl``), grant the URL's user on it, return
-    ``base_url`` pointed at it (each topology gets its own queues)."""
-    user = sa.make_url(base_url.replace("pyamqp://", "postgresql://", 1)).username or "guest"
+@contextlib.contextmanager
+def fresh_rabbitmq_vhost(base_url: str, prefix: str = "antmeter_it") -> Iterator[str]:
+    """A new vhost on the local RabbitMQ (``rabbitmqctl``), the URL's user granted on it; yields
+    ``base_url`` pointed at it (so each topology has its own queues) and deletes it on exit."""
+    vhost = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    parts = urllib.parse.urlsplit(base_url)
+    user = parts.username or "guest"
     for argv in (
         ["rabbitmqctl", "-q", "add_vhost", vhost],
         ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
     ):
-        subprocess.run(argv, check=True, capture_output=True, timeout=60)
-    return base_url.rstrip("/").rsplit("/", 1)[0] + "/" + vhost
-
-
-def delete_rabbitmq_vhost(vhost: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"{parts.scheme}://{parts.netloc}/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
 
 
 class TopologyError(RuntimeError):

@@ -2,14 +2,17 @@
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
 
-from antmeter.registry.versions import ChampionCache, ServedChampion
 from antmeter_assets.models import MODEL_TYPES
 from antmeter_assets.partitions import utc_now
 from antmeter_resources import AntmeterSettings, MarketStoreResource, MlflowResource
+
+if TYPE_CHECKING:  # the registry module imports torch: loading the code location stays light
+    from antmeter.registry.versions import ChampionCache, ServedChampion
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -17,20 +20,22 @@ MAX_BACKFILL = pd.Timedelta(days=2)
 VERIFICATION_CRON = os.environ.get("ANTMETER_VERIFICATION_CRON", "0 * * * *")
 
 
-_CHAMPION_CACHES: dict[tuple[str, str], ChampionCache] = {}
+_CHAMPION_CACHES: dict[tuple[str, str], "ChampionCache"] = {}
 
 
-def champion_cache(settings: AntmeterSettings, mlflow: MlflowResource) -> ChampionCache:
+def champion_cache(settings: AntmeterSettings, mlflow: MlflowResource) -> "ChampionCache":
     """This process's :class:`ChampionCache` for the registry and data directory: champions come from
     the MLflow registry by alias (``models:/<name>@champion``), downloaded once per version into
     ``<data>/champion_cache`` and kept loaded, so a long-lived worker loads a model once."""
+    from antmeter.registry.versions import ChampionCache
+
     key = (mlflow.tracking_uri, settings.data_dir)
     if key not in _CHAMPION_CACHES:
         _CHAMPION_CACHES[key] = ChampionCache(mlflow.client(), Path(settings.data_dir) / "champion_cache")
     return _CHAMPION_CACHES[key]
 
 
-def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dict[str, ServedChampion]:
+def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dict[str, "ServedChampion"]:
     """The champion of each serving model type that has one, by model type."""
     cache = champion_cache(settings, mlflow)
     found = {}
@@ -44,7 +49,7 @@ def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dic
 def predict_new_candles(
     settings: AntmeterSettings,
     market,
-    champions: dict[str, ServedChampion],
+    champions: dict[str, "ServedChampion"],
     now: pd.Timestamp,
     log,
     symbols: list[str] | None = None,

@@ -129,12 +129,17 @@ class AntmeterCeleryRunLauncher(CeleryRunLauncher):
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
         reported = super().check_run_worker_health(run)
-        if reported.status in (WorkerStatus.SUCCESS, WorkerStatus.FAILED):
+        if reported.status == WorkerStatus.FAILED:
             return reported
+        current = self._instance.get_run_by_id(run.run_id)
+        if current is not None and current.is_finished:
+            return CheckRunHealthResult(WorkerStatus.SUCCESS)
+        # the task state alone is not enough: a killed worker's task stays STARTED, and its redelivered
+        # copy, dropped by claim_run, ends SUCCESS while the run never finished
         worker = run.tags.get(WORKER_TAG)
         task_id = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG)
         if worker is None or task_id is None:
-            return reported  # not claimed by a worker yet: start_timeout_seconds covers it
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "not claimed by a worker yet")
         replies = self.celery.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_S).active() or {}
         if worker in replies and task_id in {task["id"] for task in replies[worker]}:
             return CheckRunHealthResult(WorkerStatus.RUNNING)

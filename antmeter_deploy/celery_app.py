@@ -43,7 +43,7 @@ from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 from kombu import Exchange, Queue
 
-from antmeter_assets.code_version import CODE_VERSION_ENV, code_version
+from antmeter_assets.code_version import CODE_VERSION_ENV, code_version, source_hash
 
 BROKER_ENV = "ANTMETER_CELERY_BROKER_URL"
 BACKEND_ENV = "ANTMETER_CELERY_BACKEND_URL"
@@ -219,6 +219,7 @@ def _ignore(_event: Any) -> None:
 def make_worker_app() -> Celery:
     """The worker's app: broker/backend from the environment, guarded run tasks registered."""
     app = configure(make_app({"broker": broker_url(), "backend": backend_url(), "include": []}))
+    source_hash()  # pinned now: the version of the code this process imported, not of later edits
 
     @app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True)
     def execute_job(task, execute_job_args_packed) -> int:

@@ -18,7 +18,10 @@ The launcher alone is used, not also dagster-celery's step executor: a run task 
 tasks fails ("Never call result.get() within a task", dagster #32915 / #29660), and the in-process
 executor inside an already-warm worker is what removes the per-run process start and re-imports.
 
-Pool: ``threads``. Prefork forks a child after the parent imported torch (OpenMP/thread pools do not
+Pool: ``threads`` with ``--concurrency 1``; scale out with more worker processes, not threads:
+Dagster reconfigures Python logging (``dictConfig`` of the instance's ``python_logs``) at each run's
+start, which deadlocks against another run's thread emitting a log record in the same process (seen
+here: two concurrent runs in one worker hung on logging's module lock and a handler lock). Prefork forks a child after the parent imported torch (OpenMP/thread pools do not
 survive a fork: hangs), and its children re-import per restart; ``solo`` blocks the worker's main
 loop during a task, so the broker's remote-control messages go unanswered and the health check above
 could not tell a busy worker from a dead one. Threads keep imports and loaded models warm across runs
@@ -235,8 +238,9 @@ def make_worker_app() -> Celery:
     return app
 
 
-def worker_argv(celery_bin: str, queue: str, name: str, concurrency: int = 1) -> list[str]:
-    """The command line of one worker serving ``queue`` (threads pool; see the module docstring)."""
+def worker_argv(celery_bin: str, queue: str, name: str) -> list[str]:
+    """The command line of one worker serving ``queue``: the threads pool with one thread (see the
+    module docstring); more throughput means more such processes."""
     if queue not in QUEUES:
         raise ValueError(f"queue {queue!r}: expected one of {list(QUEUES)}")
     return [
@@ -251,7 +255,7 @@ def worker_argv(celery_bin: str, queue: str, name: str, concurrency: int = 1) ->
         "--pool",
         "threads",
         "--concurrency",
-        str(concurrency),
+        "1",
         "--without-gossip",
         "--without-mingle",
         "--loglevel",

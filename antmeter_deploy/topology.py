@@ -263,7 +263,7 @@ class Topology:
         queue = self.celery.workers[name]
         process = self.spawn(
             name,
-            worker_argv(str(BIN / "celery"), queue, name, self.celery.concurrency),
+            worker_argv(str(BIN / "celery"), queue, name),
             self.worker_env(name),
         )
         self._wait(name, lambda: self.worker_node(name) in self.ping_workers())

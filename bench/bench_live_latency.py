@@ -33,6 +33,7 @@ Prints one JSON object on its last line.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -251,9 +252,7 @@ def topology_for(launcher: str, root: Path, args, symbols: tuple[str, ...], cloc
         celery = None
         if launcher == "celery":
             broker = stack.enter_context(fresh_rabbitmq_vhost(BROKER, "antmeter_bench"))
-            celery = CeleryDeployment(
-                broker_url=broker, backend_url=BACKEND, concurrency=args.edge_concurrency
-            )
+            celery = CeleryDeployment(broker_url=broker, backend_url=BACKEND)
         topology = stack.enter_context(
             running_topology(
                 root, admin_url=args.pg_admin_url, symbols=symbols, code_env=code_env, celery=celery
@@ -444,7 +443,7 @@ def parse_args(argv=None):
     parser.add_argument("--launchers", default="default,celery")
     parser.add_argument("--sweep", default="2,10,50", help="symbol counts of the scale sweep ('' skips it)")
     parser.add_argument("--sweep-minutes", type=int, default=5)
-    parser.add_argument("--edge-concurrency", type=int, default=2, help="threads of the edge worker")
+    parser.add_argument("--parallel", action="store_true", help="run the launchers and the sweep at once")
     parser.add_argument("--preset", default="ci")
     parser.add_argument(
         "--pg-admin-url",
@@ -487,10 +486,14 @@ def main(argv: list[str] | None = None) -> dict:
         "feed_interval_s": args.feed_interval_s,
         "compression": round(60.0 / args.feed_interval_s, 2),
     }
-    for launcher in args.launchers.split(","):
-        result[launcher] = child(launcher, argv)
-    if args.sweep:
-        result["sweep"] = child("sweep", argv)
+    parts = [*args.launchers.split(","), *(["sweep"] if args.sweep else [])]
+    if args.parallel:  # each part in its own topology at the same time (they share the CPUs)
+        with concurrent.futures.ThreadPoolExecutor(len(parts)) as pool:
+            outputs = dict(zip(parts, pool.map(lambda part: child(part, argv), parts), strict=True))
+    else:
+        outputs = {part: child(part, argv) for part in parts}
+    result.update(outputs)
+    result["parts_ran_in_parallel"] = args.parallel
     if "default" in result and "celery" in result and result["celery"].get("p50_s"):
         result["reference"] = {
             "what": "the default launcher (a process per run) on the same design, measured in this run",

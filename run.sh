@@ -21,7 +21,7 @@ ensure_venv() {
   if [ ! -f .venv/.installed ] || [ requirements.lock -nt .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ]; then
     .venv/bin/python -m pip install --quiet --upgrade "pip>=24"
     # torch==2.13.0 is pinned (a CPU wheel); the lock pins everything else, so installs are identical.
-    .venv/bin/python -m pip install --quiet -c requirements.lock -e '.[dev,bench]'
+    .venv/bin/python -m pip install --quiet -c requirements.lock -e '.[dev,bench,celery]'
     touch .venv/.installed
   fi
 }

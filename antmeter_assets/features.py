@@ -139,6 +139,7 @@ def features(
     )
     path = partition_file(settings, "features", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)
+    market.put_partition_frame("features", symbol, str(day.start.date()), frame)  # what the trainer reads
     incomplete = int(frame.drop(columns=["open_time"]).isna().any(axis=1).sum())
     warmup_rows = int((candles["open_time"] < day.start).sum())
     if incomplete:
@@ -179,10 +180,12 @@ def labels(
     symbol, day = symbol_and_day(context)
     config = settings.label_config()
     horizon = interval_timedelta(settings.interval) * max(config.horizons)
-    candles = store.get().read_candles(symbol, settings.interval, day.start, day.end + horizon)
+    market = store.get()
+    candles = market.read_candles(symbol, settings.interval, day.start, day.end + horizon)
     frame = label_partition(candles, day.start, day.end, config)
     path = partition_file(settings, "labels", symbol, str(day.start.date()))
     frame.to_parquet(path, index=False)
+    market.put_partition_frame("labels", symbol, str(day.start.date()), frame)  # what the trainer reads
     balance = class_balance(frame)
     unlabeled = {f"unlabeled_{h}m": int(frame[f"up_{h}"].isna().sum()) for h in config.horizons}
     return dg.MaterializeResult(

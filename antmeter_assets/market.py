@@ -54,24 +54,40 @@ def ohlcv(
     from any source raise an error naming the row and field; nothing is written then.
     """
     symbol, day = symbol_and_day(context)
-    now = utc_now()
+    metadata, check_results = harvest_partition(settings, store.get(), candles, symbol, day, utc_now())
+    context.log.info(
+        f"{symbol} {day.start.date()}: {metadata['upserted']} candles upserted from {candles.kind}"
+    )
+    return dg.MaterializeResult(metadata=metadata, check_results=check_results)
+
+
+def harvest_partition(
+    settings: AntmeterSettings,
+    market,
+    candles: CandleSourceResource,
+    symbol: str,
+    day: DayWindow,
+    now: pd.Timestamp,
+    tail_only: bool = False,
+) -> tuple[dict, list[dg.AssetCheckResult]]:
+    """Fetch one symbol x day, upsert it (``tail_only``: only candles from the last stored one on; the
+    live minute's path), and evaluate every OHLCV rule on what is stored. Returns (metadata, checks)."""
     frame, outages = candles.fetch_day_report(symbol, day.start.date(), now, settings.interval)
-    market = store.get()
+    if tail_only:
+        newest = market.candle_stats(symbol, settings.interval, day.start, day.end).get("last_open_time")
+        if newest is not None:
+            frame = frame[frame["open_time"] >= pd.Timestamp(newest)]
     written = market.upsert_candles(symbol, settings.interval, frame, source=candles.kind)
     stored = market.read_candles(symbol, settings.interval, day.start, day.end)
-    check_results = ohlcv_check_results(stored, day, now, settings, outages)
-    context.log.info(f"{symbol} {day.start.date()}: {written} candles upserted from {candles.kind}")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": len(stored),
-            "upserted": written,
-            "source": candles.kind,
-            "first_open_time": str(stored["open_time"].min()) if len(stored) else "",
-            "last_open_time": str(stored["open_time"].max()) if len(stored) else "",
-            "exchange_outages": dg.MetadataValue.json([str(o) for o in outages]),
-        },
-        check_results=check_results,
-    )
+    metadata = {
+        "rows": len(stored),
+        "upserted": written,
+        "source": candles.kind,
+        "first_open_time": str(stored["open_time"].min()) if len(stored) else "",
+        "last_open_time": str(stored["open_time"].max()) if len(stored) else "",
+        "exchange_outages": dg.MetadataValue.json([str(o) for o in outages]),
+    }
+    return metadata, ohlcv_check_results(stored, day, now, settings, outages)
 
 
 def ohlcv_check_results(

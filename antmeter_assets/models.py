@@ -11,9 +11,14 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from antmeter_assets.features import partition_file
 from antmeter_assets.partitions import utc_now
-from antmeter_resources import AntmeterSettings, CandleSourceResource, MlflowResource, enabled_model_types
+from antmeter_resources import (
+    AntmeterSettings,
+    CandleSourceResource,
+    MarketStoreResource,
+    MlflowResource,
+    enabled_model_types,
+)
 
 # The model types of this code location (ANTMETER_MODEL_TYPES, default all three).
 MODEL_TYPES = tuple(enabled_model_types())
@@ -71,16 +76,22 @@ def training_days(settings: AntmeterSettings, available: list[str]) -> list[str]
     deps=["features", "labels"],
     pool="training",
 )
-def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettings) -> dg.MaterializeResult:
+def training_dataset(
+    context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
+) -> dg.MaterializeResult:
     """Windowed samples (60-minute windows, pooled symbols with a symbol id) from features + labels of
-    the training window; rows spanning gaps, missing warm-up or unobserved horizons are excluded."""
+    the training window; rows spanning gaps, missing warm-up or unobserved horizons are excluded.
+
+    Features and labels are read from the market store (``partition_frames``), which every machine
+    reaches; the trainer needs no copy of another machine's files."""
     from antmeter.features.pipeline import model_feature_columns
     from antmeter.learn.datasets import DatasetSpec, build_samples, save_samples
     from antmeter.learn.models import load_preset
     from antmeter.learn.recipe import dataset_fingerprint
 
     symbols = sorted(context.instance.get_dynamic_partitions("symbols"))
-    days = training_days(settings, _materialized_days(settings, symbols))
+    market = store.get()
+    days = training_days(settings, _materialized_days(market, symbols))
     if not days:
         raise ValueError(
             "no complete days of features/labels before the serving window; run the harvest first"
@@ -90,8 +101,8 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     frames = {}
     for symbol in symbols:
         parts = [
-            pd.read_parquet(partition_file(settings, "features", symbol, d)).merge(
-                pd.read_parquet(partition_file(settings, "labels", symbol, d)), on="open_time"
+            market.read_partition_frame("features", symbol, d).merge(
+                market.read_partition_frame("labels", symbol, d), on="open_time"
             )
             for d in days
         ]
@@ -122,19 +133,12 @@ def training_dataset(context: dg.AssetExecutionContext, settings: AntmeterSettin
     )
 
 
-def _materialized_days(settings: AntmeterSettings, symbols: list[str]) -> list[str]:
-    """Days for which every symbol has both a features and a labels file."""
-    root = Path(settings.data_dir)
+def _materialized_days(market, symbols: list[str]) -> list[str]:
+    """Days for which every symbol has both a features and a labels frame in the store."""
     days = None
     for symbol in symbols:
-        have = {
-            p.stem.removeprefix("date=")
-            for p in (root / "features" / f"symbol={symbol}").glob("date=*.parquet")
-        }
-        have &= {
-            p.stem.removeprefix("date=")
-            for p in (root / "labels" / f"symbol={symbol}").glob("date=*.parquet")
-        }
+        have = set(market.partition_frame_days("features", symbol))
+        have &= set(market.partition_frame_days("labels", symbol))
         days = have if days is None else days & have
     return sorted(days or [])
 

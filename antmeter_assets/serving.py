@@ -1,8 +1,8 @@
 """The live loop's assets: predictions from each champion, and their verification report."""
 
-import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pandas as pd
@@ -14,7 +14,11 @@ from antmeter_resources import (
     AntmeterSettings,
     CandleSourceResource,
     MarketStoreResource,
+    MlflowResource,
 )
+
+if TYPE_CHECKING:  # the registry module imports torch: loading the code location stays light
+    from antmeter.registry.versions import ChampionCache, ServedChampion
 
 MAX_BACKFILL = pd.Timedelta(days=2)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
@@ -22,14 +26,100 @@ MAX_BACKFILL = pd.Timedelta(days=2)
 VERIFICATION_CRON = os.environ.get("ANTMETER_VERIFICATION_CRON", "0 * * * *")
 
 
-def champion_dirs(settings: AntmeterSettings) -> dict[str, Path]:
-    """The local copy of each serving model type's champion bundle (written by its gate)."""
+_CHAMPION_CACHES: dict[tuple[str, str], "ChampionCache"] = {}
+
+
+def champion_cache(settings: AntmeterSettings, mlflow: MlflowResource) -> "ChampionCache":
+    """This process's :class:`ChampionCache` for the registry and data directory: champions come from
+    the MLflow registry by alias (``models:/<name>@champion``), downloaded once per version into
+    ``<data>/champion_cache`` and kept loaded, so a long-lived worker loads a model once."""
+    from antmeter.registry.versions import ChampionCache
+
+    key = (mlflow.tracking_uri, settings.data_dir)
+    if key not in _CHAMPION_CACHES:
+        _CHAMPION_CACHES[key] = ChampionCache(mlflow.client(), Path(settings.data_dir) / "champion_cache")
+    return _CHAMPION_CACHES[key]
+
+
+def serving_champions(settings: AntmeterSettings, mlflow: MlflowResource) -> dict[str, "ServedChampion"]:
+    """The champion of each serving model type that has one, by model type."""
+    cache = champion_cache(settings, mlflow)
     found = {}
     for model_type in settings.model_types:
-        directory = Path(settings.data_dir) / "models" / model_type / "champion"
-        if (directory / "registry.json").exists():
-            found[model_type] = directory
+        served = cache.get(mlflow.registered_name(model_type))
+        if served is not None:
+            found[model_type] = served
     return found
+
+
+def predict_new_candles(
+    settings: AntmeterSettings,
+    market,
+    champions: dict[str, "ServedChampion"],
+    now: pd.Timestamp,
+    log,
+    symbols: list[str] | None = None,
+) -> tuple[int, dict[str, str], dict[str, int], list[pd.DataFrame]]:
+    """Each champion's predictions for every candle of ``symbols`` (default: all) closed since its
+    last prediction (at most ``MAX_BACKFILL`` back), upserted into the store (idempotent by key).
+    A champion trained on other feature columns than the configured ones refuses to serve (the error
+    names the columns). Returns (rows written, stale symbols -> newest close, rows per model/symbol,
+    the new prediction frames)."""
+    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
+    from antmeter.live.inference import predict_symbol, require_same_schema
+
+    config = settings.feature_config()
+    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    written, stale, per_model, new_rows = 0, {}, {}, []
+    for served in champions.values():
+        require_same_schema(
+            served.model, model_feature_columns(config), f"champion {served.name} v{served.version}"
+        )
+    for model_type, served in champions.items():
+        model, name, version = served.model, served.name, served.version
+        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
+        for symbol in symbols if symbols is not None else market.symbols():
+            previous = market.read_frame(
+                "predictions",
+                filters={"symbol": symbol, "model_name": name, "model_version": version},
+                time_range=(now - MAX_BACKFILL, None),
+            )
+            after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
+            after = max(after, now - MAX_BACKFILL)
+            candles = market.read_candles(
+                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
+            )
+            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
+            if newest_close is None or now - newest_close > pd.Timedelta(
+                minutes=settings.stale_after_minutes
+            ):
+                stale[symbol] = str(newest_close)
+                log.warning(f"{symbol}: stale input (newest candle closed {newest_close}); not predicting")
+                continue
+            sentiment = market.read_frame(
+                "sentiment_hourly",
+                filters={"symbol": symbol},
+                time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
+            )
+            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
+            rows = predict_symbol(model, features, symbol, name, version, after, now)
+            if len(rows):
+                written += market.upsert_frame("predictions", rows)
+                new_rows.append(rows)
+            per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
+    if not per_model and not stale:
+        log.warning("no champion is serving yet: nothing to predict")
+    return written, stale, per_model, new_rows
+
+
+def post_signals(
+    alerts: AlertWebhookResource, settings: AntmeterSettings, new_rows: list[pd.DataFrame]
+) -> int:
+    """Post the confident ones among new predictions to the alert webhook (in the background, at most
+    once per signal); returns how many were queued."""
+    if not new_rows:
+        return 0
+    return alerts.signal(pd.concat(new_rows), settings.path("alerts", "sent", "x").parent)[0]
 
 
 @dg.asset(
@@ -51,6 +141,7 @@ def predictions(
     settings: AntmeterSettings,
     store: MarketStoreResource,
     alerts: AlertWebhookResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Every horizon's class probabilities, predicted class, confidence and return forecast for each
     symbol, from each champion's INT8 ONNX model, for every candle closed since the last prediction.
@@ -59,58 +150,11 @@ def predictions(
     Symbols whose newest candle is older than the staleness limit are reported, not predicted on.
     Confident new predictions are posted to the alert webhook in the background.
     """
-    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
-    from antmeter.learn.bundle import ServingModel
-    from antmeter.live.inference import predict_symbol, require_same_schema
-
     now = utc_now()
-    market = store.get()
-    config = settings.feature_config()
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
-    written, stale, per_model, new_rows = 0, {}, {}, []
-    champions = {}
-    for model_type, directory in champion_dirs(settings).items():
-        registry_info = json.loads((directory / "registry.json").read_text())
-        model = ServingModel.load(directory)
-        name, version = registry_info["name"], registry_info["version"]
-        require_same_schema(model, model_feature_columns(config), f"champion {name} v{version}")
-        champions[model_type] = (model, name, version)
-    for model_type, (model, name, version) in champions.items():
-        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
-        for symbol in market.symbols():
-            previous = market.read_frame(
-                "predictions", filters={"symbol": symbol, "model_name": name, "model_version": version}
-            )
-            after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
-            after = max(after, now - MAX_BACKFILL)
-            candles = market.read_candles(
-                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
-            )
-            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
-            if newest_close is None or now - newest_close > pd.Timedelta(
-                minutes=settings.stale_after_minutes
-            ):
-                stale[symbol] = str(newest_close)
-                context.log.warning(
-                    f"{symbol}: stale input (newest candle closed {newest_close}); not predicting"
-                )
-                continue
-            sentiment = market.read_frame(
-                "sentiment_hourly",
-                filters={"symbol": symbol},
-                time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
-            )
-            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
-            rows = predict_symbol(model, features, symbol, name, version, after, now)
-            if len(rows):
-                written += market.upsert_frame("predictions", rows)
-                new_rows.append(rows)
-            per_model[f"{model_type} v{version} {symbol}"] = int(len(rows))
-    if not per_model and not stale:
-        context.log.warning("no champion is serving yet: nothing to predict")
-    signals = (
-        alerts.signal(pd.concat(new_rows), settings.path("alerts", "sent", "x").parent)[0] if new_rows else 0
+    written, stale, per_model, new_rows = predict_new_candles(
+        settings, store.get(), serving_champions(settings, mlflow), now, context.log
     )
+    signals = post_signals(alerts, settings, new_rows)
     return dg.MaterializeResult(
         metadata={
             "predictions": written,
@@ -134,6 +178,7 @@ def verification_report(
     settings: AntmeterSettings,
     store: MarketStoreResource,
     candles: CandleSourceResource,
+    mlflow: MlflowResource,
 ) -> dg.MaterializeResult:
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
@@ -144,13 +189,10 @@ def verification_report(
     now = utc_now()
     market = store.get()
     config = settings.feature_config()
-    champions = {}
-    for directory in champion_dirs(settings).values():
-        registry_info = json.loads((directory / "registry.json").read_text())
-        champions[registry_info["name"]] = {
-            **json.loads((directory / "serving.json").read_text()),
-            "serving_version": str(registry_info["version"]),
-        }
+    champions = {
+        served.name: {**served.model.config, "serving_version": served.version}
+        for served in serving_champions(settings, mlflow).values()
+    }
     current, reference = _drift_frames(
         settings, market, now, champions, config, compute_features, required_warmup_minutes
     )
@@ -254,10 +296,10 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
         return None, None
     reference = []
     for symbol in market.symbols():
-        for day in days[-3:]:
-            path = Path(settings.data_dir) / "features" / f"symbol={symbol}" / f"date={day}.parquet"
-            if path.exists():
-                reference.append(pd.read_parquet(path))
+        stored = set(market.partition_frame_days("features", symbol))
+        reference += [
+            market.read_partition_frame("features", symbol, day) for day in days[-3:] if day in stored
+        ]
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     current = []
     for symbol in market.symbols():

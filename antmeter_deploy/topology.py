@@ -7,6 +7,12 @@ The three services of ``docker-compose.yml`` run as subprocesses: the code locat
 process group it started (SIGTERM, then SIGKILL). Each process logs to its own file;
 ``Topology.log_tails()`` shows the last lines.
 
+With a :class:`CeleryDeployment` the topology is the scale-out one (``deploy/celery/dagster.yaml``):
+the launcher sends runs to RabbitMQ, and Celery workers (one process per queue, each with its own
+``ANTMETER_DATA_DIR``; only the broker, PostgreSQL and MLflow URLs are shared, so a worker could be
+on another machine) execute them; an MLflow server (``mlflow server --serve-artifacts``) is then
+the only model store, reached over HTTP. ``Topology.kill_worker`` / ``start_worker`` exercise faults.
+
 Used by ``bash run.sh deploy`` (persistent databases, fixed ports: ``python -m antmeter_deploy``),
 by the integration tests and by ``bench/bench_live_latency.py`` (``running_topology``: fresh
 databases created on a PostgreSQL server given by its admin URL and dropped on exit, free ports).
@@ -22,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,8 +44,48 @@ BIN = Path(sys.executable).parent
 LOCATION = "antmeter"
 REPOSITORY = "__repository__"
 STARTUP_TIMEOUT_S = 120.0
+CELERY_DAGSTER_YAML = REPO / "deploy" / "celery" / "dagster.yaml"
 # Inherited settings that would leak the developer's own instance or store into the topology.
 _SCRUBBED_PREFIXES = ("ANTMETER_", "DAGSTER_", "MLFLOW_")
+
+
+@dataclass(frozen=True)
+class CeleryDeployment:
+    """The Celery scale-out: broker + result backend URLs and the workers to start (name -> queue)."""
+
+    broker_url: str
+    backend_url: str
+    workers: Mapping[str, str] = field(
+        default_factory=lambda: {"worker_edge": "edge", "worker_trainer": "trainer"}
+    )
+    concurrency: int = 1
+    mlflow_server: bool = True
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "ANTMETER_CELERY_BROKER_URL": self.broker_url,
+            "ANTMETER_CELERY_BACKEND_URL": self.backend_url,
+            "ANTMETER_EXECUTOR": "in_process",
+        }
+
+
+@contextlib.contextmanager
+def fresh_rabbitmq_vhost(base_url: str, prefix: str = "antmeter_it") -> Iterator[str]:
+    """A new vhost on the local RabbitMQ (``rabbitmqctl``), the URL's user granted on it; yields
+    ``base_url`` pointed at it (so each topology has its own queues) and deletes it on exit."""
+    vhost = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    parts = urllib.parse.urlsplit(base_url)
+    user = parts.username or "guest"
+    for argv in (
+        ["rabbitmqctl", "-q", "add_vhost", vhost],
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, user, ".*", ".*", ".*"],
+    ):
+        subprocess.run(argv, check=True, capture_output=True, timeout=120)
+    try:
+        yield f"{parts.scheme}://{parts.netloc}/{vhost}"
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=120)
 
 
 class TopologyError(RuntimeError):
@@ -121,6 +168,8 @@ class Topology:
     webserver_port: int
     code_env: dict[str, str]
     host: str = "127.0.0.1"
+    celery: CeleryDeployment | None = None
+    mlflow_port: int | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     _instance: dg.DagsterInstance | None = None
@@ -137,6 +186,7 @@ class Topology:
             "DAGSTER_GRPC_HOST": "127.0.0.1",
             "DAGSTER_GRPC_PORT": str(self.grpc_port),
             "PYTHONUNBUFFERED": "1",
+            **(self.celery.env if self.celery else {}),
         }
 
     def spawn(
@@ -160,7 +210,10 @@ class Topology:
         return process
 
     def start(self) -> None:
-        """Start the code server, then the daemon and the webserver, each once the previous is up."""
+        """Start the code server, then the daemon and the webserver, each once the previous is up;
+        with Celery first the MLflow server and last the workers."""
+        if self.celery is not None and self.mlflow_port is not None:
+            self._start_mlflow()
         self.spawn(
             "grpc",
             [
@@ -192,6 +245,79 @@ class Topology:
         )
         self._wait("webserver", self._webserver_healthy)
         self._wait("daemon", self._daemons_healthy)
+        for name in self.celery.workers if self.celery else ():
+            self.start_worker(name)
+
+    # ---------------------------------------------------------------- celery
+    def worker_env(self, name: str) -> dict[str, str]:
+        """A worker's own environment: the code settings, but its own data directory."""
+        data_dir = self.root / name / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return {**self.code_env, "ANTMETER_DATA_DIR": str(data_dir)}
+
+    def start_worker(self, name: str) -> subprocess.Popen:
+        """Start (or restart) the Celery worker ``name`` and wait until it answers a ping."""
+        from antmeter_deploy.celery_app import worker_argv
+
+        assert self.celery is not None, "not a Celery topology"
+        queue = self.celery.workers[name]
+        process = self.spawn(
+            name,
+            worker_argv(str(BIN / "celery"), queue, name),
+            self.worker_env(name),
+        )
+        self._wait(name, lambda: self.worker_node(name) in self.ping_workers())
+        return process
+
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL a worker's process group (no warm shutdown: the fault a crash or OOM kill is)."""
+        process = self.processes.pop(name)
+        _signal_group(process, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def worker_node(self, name: str) -> str:
+        """The Celery node name of worker ``name`` (``name@host``)."""
+        return f"{name}@{socket.gethostname()}"
+
+    def ping_workers(self, timeout_s: float = 2.0) -> set[str]:
+        """Node names of the workers that answer a broadcast ping."""
+        from antmeter_deploy.celery_app import configure, make_app
+
+        assert self.celery is not None
+        app = configure(make_app({"broker": self.celery.broker_url, "backend": self.celery.backend_url}))
+        try:
+            return {node for reply in app.control.ping(timeout=timeout_s) or [] for node in reply}
+        finally:
+            app.close()
+
+    def _start_mlflow(self) -> None:
+        store = self.root / "mlflow_server"
+        store.mkdir(parents=True, exist_ok=True)
+        self.spawn(
+            "mlflow",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.mlflow_port),
+                "--backend-store-uri",
+                f"sqlite:///{store / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(store / "artifacts"),
+                "--serve-artifacts",
+                "--workers",
+                "1",
+            ],
+        )
+        self._wait("mlflow", self._mlflow_healthy)
+
+    def _mlflow_healthy(self) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.mlflow_port}/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM every process group we started, SIGKILL what is still alive after ``grace_s``."""
@@ -399,15 +525,19 @@ def build_topology(
     webserver_port: int | None = None,
     code_env: Mapping[str, str] | None = None,
     host: str = "127.0.0.1",
+    celery: CeleryDeployment | None = None,
 ) -> Topology:
     """A topology (not started) rooted at ``root``: ``dagster_home/`` with the project's
-    ``dagster.yaml``, ``data/`` for the code location, MLflow in ``mlflow.db`` unless ``code_env``
-    says otherwise. Ports default to free ones."""
+    ``dagster.yaml`` (``deploy/celery/dagster.yaml`` with ``celery``), ``data/`` for the code location,
+    MLflow in ``mlflow.db`` (an MLflow server with ``celery``) unless ``code_env`` says otherwise.
+    Ports default to free ones."""
     dagster_home = root / "dagster_home"
     data_dir = root / "data"
     dagster_home.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    shutil.copyfile(CELERY_DAGSTER_YAML if celery else REPO / "dagster.yaml", dagster_home / "dagster.yaml")
+    mlflow_port = free_port() if celery is not None and celery.mlflow_server else None
+    mlflow_uri = f"http://127.0.0.1:{mlflow_port}" if mlflow_port else f"sqlite:///{root / 'mlflow.db'}"
     return Topology(
         root=root,
         dagster_home=dagster_home,
@@ -417,10 +547,13 @@ def build_topology(
         grpc_port=grpc_port or free_port(),
         webserver_port=webserver_port or free_port(),
         host=host,
+        celery=celery,
+        mlflow_port=mlflow_port,
         code_env={
             "ANTMETER_DATA_DIR": str(data_dir),
             "ANTMETER_STORE_URL": market_db_url,
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "MLFLOW_TRACKING_URI": mlflow_uri,
+            **(celery.env if celery else {}),
             **(code_env or {}),
         },
     )
@@ -434,6 +567,7 @@ def running_topology(
     code_env: Mapping[str, str] | None = None,
     symbols: tuple[str, ...] = (),
     start: bool = True,
+    celery: CeleryDeployment | None = None,
 ) -> Iterator[Topology]:
     """Fresh databases (on the server of ``admin_url``) + DAGSTER_HOME, the three services started
     and healthy; all torn down on exit.
@@ -442,13 +576,14 @@ def running_topology(
     ``symbols`` are added as dynamic ``symbols`` partitions before any service starts, so the first
     schedule tick already sees them. ``start=False`` leaves starting the services to the caller
     (``Topology.start()``), e.g. after writing history into the instance and stores first.
+    ``celery`` makes it the Celery scale-out (see :class:`CeleryDeployment`).
     """
     with (
         fresh_database(admin_url, "antmeter_it_dagster") as dagster_url,
         fresh_database(admin_url, "antmeter_it_market") as market_url,
     ):
         topology = build_topology(
-            root, dagster_db_url=dagster_url, market_db_url=market_url, code_env=code_env
+            root, dagster_db_url=dagster_url, market_db_url=market_url, code_env=code_env, celery=celery
         )
         try:
             if symbols:

@@ -59,6 +59,7 @@ class RecipeConfig:
             raise ValueError(
                 f"RecipeConfig.seed_selection must be 'best_validation', got {self.seed_selection!r}"
             )
+
     # tuned hyperparameters ("section.name" -> value, e.g. an HPO study's best) replacing the preset's
     tuned: dict[str, Any] = field(default_factory=dict)
 

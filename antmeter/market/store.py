@@ -211,6 +211,19 @@ VERIFICATION = sa.Table(
     info={"time_column": "prediction_time"},
 )
 
+# Derived per symbol x day frames (features, labels) as Parquet bytes: the copy every machine reaches
+# (the trainer reads these, not the edge box's local files). Not in MARKET_TABLES: opaque blobs.
+PARTITION_FRAMES = sa.Table(
+    "partition_frames",
+    METADATA,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("parquet", sa.LargeBinary, nullable=False),
+    sa.Column("written_at", UtcTimestamp, nullable=False),
+)
+
 SCHEMA_VERSION = sa.Table(
     "schema_version",
     METADATA,
@@ -263,6 +276,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         _create_market_tables,
     ),
     Migration(2, "time-column indexes for range reads and retention", _create_time_indexes),
+    Migration(
+        3,
+        "partition_frames: features/labels per symbol x day as Parquet, shared by all machines",
+        lambda conn: conn.execute(sa.schema.CreateTable(PARTITION_FRAMES)),
+    ),
 )
 LATEST_SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -752,6 +770,63 @@ class MarketStore:
             return conn.execute(
                 sa.delete(target).where(target.c[target.info["time_column"]] < cutoff)
             ).rowcount
+
+    # -- derived partition frames ----------------------------------------------------------------
+
+    def put_partition_frame(self, kind: str, symbol: str, day: str, frame: pd.DataFrame) -> int:
+        """Store ``frame`` as the (kind, symbol, day) partition, replacing any previous one, in one
+        transaction; returns its row count."""
+        for name, value in (("kind", kind), ("symbol", symbol), ("day", day)):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"partition_frames: {name} must be a non-empty string, got {value!r}")
+        self._require_schema()
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer, index=False)
+        key = (
+            (PARTITION_FRAMES.c.kind == kind)
+            & (PARTITION_FRAMES.c.symbol == symbol)
+            & (PARTITION_FRAMES.c.day == day)
+        )
+        with self._writer.begin() as conn:
+            conn.execute(sa.delete(PARTITION_FRAMES).where(key))
+            conn.execute(
+                sa.insert(PARTITION_FRAMES).values(
+                    kind=kind,
+                    symbol=symbol,
+                    day=day,
+                    rows=len(frame),
+                    parquet=buffer.getvalue(),
+                    written_at=pd.Timestamp.now(tz="UTC"),
+                )
+            )
+        return len(frame)
+
+    def read_partition_frame(self, kind: str, symbol: str, day: str) -> pd.DataFrame:
+        """The stored (kind, symbol, day) frame; a clear KeyError naming it when there is none."""
+        self._require_schema()
+        with self.engine.connect() as conn:
+            blob = conn.execute(
+                sa.select(PARTITION_FRAMES.c.parquet).where(
+                    (PARTITION_FRAMES.c.kind == kind)
+                    & (PARTITION_FRAMES.c.symbol == symbol)
+                    & (PARTITION_FRAMES.c.day == day)
+                )
+            ).scalar_one_or_none()
+        if blob is None:
+            raise KeyError(f"{self!r}: no {kind} partition for {symbol} {day} (materialize {kind} first)")
+        return pd.read_parquet(io.BytesIO(blob))
+
+    def partition_frame_days(self, kind: str, symbol: str) -> list[str]:
+        """Days with a stored (kind, symbol) frame, sorted."""
+        self._require_schema()
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(PARTITION_FRAMES.c.day)
+                    .where((PARTITION_FRAMES.c.kind == kind) & (PARTITION_FRAMES.c.symbol == symbol))
+                    .order_by(PARTITION_FRAMES.c.day)
+                ).scalars()
+            )
 
     # -- internals -------------------------------------------------------------------------------
 

@@ -31,8 +31,8 @@ from starlette.testclient import TestClient
 
 from antmeter_api.app import build_service, create_app
 from antmeter_api.settings import ApiSettings
-from antmeter_tests.browser.conftest import REPO, screenshot
 from antmeter_testkit.servers.webhook_server import running_webhook
+from antmeter_tests.browser.conftest import REPO, screenshot
 
 pytestmark = pytest.mark.timeout(3600)  # the fills run the main job (minutes; far longer on a busy machine)
 SERVED_FILL_TIMEOUT_S = 2400

@@ -291,6 +291,8 @@ def test_the_gate_refuses_a_dataset_that_is_not_the_candidates(noise_run):
     assert not result.success
     assert "is not the one candidate" in step_error(result)
     assert metadata(first, "lstm_candidate")["dataset_fingerprint"] in step_error(result)
+
+
 def test_champion_trained_on_other_features_refuses_to_serve(noise_run):
     """A champion whose feature schema differs from what the configured features (here: RSI over 7
     candles instead of 14, set in the launchpad) produce is not served; the error names the columns."""

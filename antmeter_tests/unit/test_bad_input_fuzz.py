@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from antmeter.market.candles import CandleValidationError, validate_candles
 from antmeter.market.store import MarketStore
 from antmeter.market.symbols import InvalidSymbolError
+from antmeter_testkit import corruption
 from antmeter_testkit.servers.binance_server import FakeBinance
-from antmeter_tests import corruption
 
 FUZZ = settings(
     derandomize=True,

@@ -7,7 +7,7 @@ loading the location stays fast.
 
 import dagster as dg
 
-from antmeter_assets import automation, features, jobs, market, models, news, serving
+from antmeter_assets import automation, features, jobs, market, models, news, patterns, serving
 from antmeter_resources import resources_from_env
 
 defs = dg.Definitions(
@@ -21,6 +21,7 @@ defs = dg.Definitions(
         *models.model_assets,
         serving.predictions,
         serving.verification_report,
+        *patterns.pattern_assets,
     ],
     jobs=[*jobs.all_jobs, *automation.extra_jobs],
     schedules=automation.schedules,

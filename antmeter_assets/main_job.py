@@ -39,6 +39,7 @@ def plan(symbols: list[str], days: list[str], phases: list[str]) -> list[Phase]:
         "export_job": list(days[:-1]),
         "feature_job": per_symbol_day,
         "training_job": [None],
+        "pattern_job": [None],
         "live_job": [None],
     }
     return [Phase(job, partitions[job]) for job in phases if job in partitions]
@@ -58,7 +59,11 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-date", default=None, help="the last (live) day, default today UTC")
     args = parser.parse_args(argv)
 
+    # The example plants chart patterns in the simulator and harvests the days the shipped
+    # annotation file covers, so the pattern classifiers have their ground truth (antmeter_assets.patterns).
+    os.environ.setdefault("ANTMETER_SIM_PATTERNS", "on")
     from antmeter_assets.definitions import defs
+    from antmeter_assets.patterns import example_annotation_days
 
     started = time.monotonic()
     instance = dg.DagsterInstance.get()
@@ -66,6 +71,8 @@ def run(argv: list[str] | None = None) -> int:
     end = pd.Timestamp(args.end_date or pd.Timestamp.now(tz="UTC").date())
     first = max(end - pd.Timedelta(days=args.days), pd.Timestamp(START_DATE))
     days = [str(d.date()) for d in pd.date_range(first, end, freq="D")]
+    if os.environ["ANTMETER_SIM_PATTERNS"] == "on":
+        days = sorted(set(days) | {d for d in example_annotation_days() if d >= START_DATE})
     new = [s for s in symbols if not instance.has_dynamic_partition(symbol_partitions.name, s)]
     if new:
         instance.add_dynamic_partitions(symbol_partitions.name, new)
@@ -76,7 +83,15 @@ def run(argv: list[str] | None = None) -> int:
         days,
         [
             j
-            for j in ("harvest_job", "news_job", "export_job", "feature_job", "training_job", "live_job")
+            for j in (
+                "harvest_job",
+                "news_job",
+                "export_job",
+                "feature_job",
+                "training_job",
+                "pattern_job",
+                "live_job",
+            )
             if j in job_names
         ],
     )

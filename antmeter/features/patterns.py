@@ -34,6 +34,7 @@ PATTERN_CANDLES: dict[str, int] = {
 }
 DEFAULT_PATTERNS = ("CDLENGULFING", "CDLHAMMER", "CDLSHOOTINGSTAR", "CDLMORNINGSTAR", "CDLEVENINGSTAR")
 SPAN_COLUMNS = ["start_time", "end_time", "label"]
+_ONE_MINUTE = pd.Timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,7 @@ def programmatic_spans(
     start: pd.Timestamp,
     end: pd.Timestamp,
     config: PatternConfig = PatternConfig(),
-    interval: pd.Timedelta = pd.Timedelta(minutes=1),
+    interval: pd.Timedelta = _ONE_MINUTE,
 ) -> pd.DataFrame:
     """Spans (``start_time``, ``end_time`` inclusive open times, ``label``) of the configured patterns
     whose last candle opens in ``[start, end)``; ``candles`` should start ``WARMUP_MINUTES`` earlier.

@@ -283,3 +283,50 @@ def feedback_annotation(
 def record_feedback(store, records: list[Mapping[str, Any]], known_symbols: Iterable[str]) -> int:
     """Validate feedback records (e.g. from :func:`feedback_annotation`) and store them; returns rows written."""
     return store_annotations(store, parse_annotations(list(records), known_symbols, where="feedback"))
+
+
+def example_annotations(
+    symbols: Iterable[str],
+    first_day: str,
+    last_day: str,
+    config=None,
+    drop_share: float = 0.15,
+    mislabel_share: float = 0.1,
+    seed: int = 15,
+) -> dict[str, Any]:
+    """An annotation document over the simulator's planted patterns (``plant_patterns=True``) as people
+    would make it: each planted span is dropped with probability ``drop_share`` or given another
+    template's label with probability ``mislabel_share``; confidences are drawn in [0.4, 1] (those
+    below a minimum confidence are filtered out at training time)."""
+    import dataclasses
+
+    import numpy as np
+
+    from antmeter.market.simulator import PATTERN_TEMPLATES, SimulatorConfig, simulate_range
+
+    config = dataclasses.replace(config or SimulatorConfig(), plant_patterns=True)
+    rng = np.random.default_rng(seed)
+    names = sorted(PATTERN_TEMPLATES)
+    rows = []
+    for symbol in sorted(symbols):
+        planted = simulate_range(symbol, first_day, last_day, config).patterns
+        for span in planted.itertuples(index=False):
+            draw = rng.random()
+            if draw < drop_share:
+                continue
+            label = span.label
+            if draw < drop_share + mislabel_share:
+                label = names[(names.index(label) + 1 + int(rng.integers(len(names) - 1))) % len(names)]
+            rows.append(
+                (
+                    symbol,
+                    "1m",
+                    span.start_time,
+                    span.end_time,
+                    "human",
+                    label,
+                    round(float(rng.uniform(0.4, 1.0)), 2),
+                    None,
+                )
+            )
+    return annotations_document(pd.DataFrame(rows, columns=COLUMNS) if rows else empty_annotations())

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import mlflow
 import pandas as pd
 import pytest
 
@@ -148,11 +147,7 @@ def test_classifier_logged_registered_and_gated(trained, kind):
         assert "vs champion" in again["gate_reason"]
     # the registered bundle is served from ONNX and predicts spans over raw candles
     version = champion or first_version
-    bundle = PatternBundle.load(
-        versions.download_version(version) / "model"
-        if not (versions.download_version(version) / "pattern_model.json").exists()
-        else versions.download_version(version)
-    )
+    bundle = PatternBundle.load(versions.download_version(version))
     candles = pipeline.market().read_candles(
         "BTCUSDT",
         "1m",

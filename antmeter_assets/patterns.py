@@ -189,7 +189,9 @@ def _pattern_classifier(kind: str) -> dg.AssetsDefinition:
         )
         y = samples.y[candidate.holdout]
         references = {
-            "majority": np.full(len(y), pd.Series(samples.y).mode().iloc[0], dtype=object),
+            "majority": np.full(
+                len(y), pd.Series(np.delete(samples.y, candidate.holdout)).mode().iloc[0], dtype=object
+            ),
             "talib_rule": samples.rule[candidate.holdout],
         }
         if champion is not None:

@@ -231,7 +231,7 @@ def make_classifier(kind: str, seed: int = 0):
 
     if kind == "rf":
         return RandomForestClassifier(
-            n_estimators=120,
+            n_estimators=80,
             min_samples_leaf=2,
             max_features="sqrt",
             class_weight="balanced_subsample",

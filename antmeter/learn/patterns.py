@@ -240,8 +240,8 @@ def make_classifier(kind: str, seed: int = 0):
         )
     if kind == "hgb":
         return HistGradientBoostingClassifier(
-            max_iter=150,
-            learning_rate=0.1,
+            max_iter=40,
+            learning_rate=0.15,
             max_leaf_nodes=31,
             class_weight="balanced",
             early_stopping=False,

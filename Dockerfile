@@ -8,6 +8,7 @@ COPY antmeter ./antmeter
 COPY antmeter_assets ./antmeter_assets
 COPY antmeter_resources ./antmeter_resources
 COPY antmeter_deploy ./antmeter_deploy
+COPY examples ./examples
 COPY antmeter_api ./antmeter_api
 # torch==2.13.0 from the CPU index keeps the image free of a multi-GB CUDA build.
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \

@@ -13,7 +13,7 @@ import os
 
 import dagster as dg
 
-from antmeter_assets import automation, features, hpo, jobs, live, market, models, news, serving
+from antmeter_assets import automation, features, hpo, jobs, live, market, models, news, patterns, serving
 from antmeter_assets.code_version import code_version
 from antmeter_assets.partitions import with_coverage_note
 from antmeter_resources import resources_from_env
@@ -32,6 +32,7 @@ defs = dg.Definitions(
             *hpo.hpo_assets,
             serving.predictions,
             serving.verification_report,
+            *patterns.pattern_assets,
         )
     ],
     jobs=[*jobs.all_jobs, *automation.extra_jobs, live.live_minute_job],

@@ -21,9 +21,9 @@ harvest_job = dg.define_asset_job(
 )
 feature_job = dg.define_asset_job(
     "feature_job",
-    selection=dg.AssetSelection.assets("features", "labels"),
+    selection=dg.AssetSelection.assets("features", "labels", "candlestick_patterns"),
     partitions_def=symbol_day_partitions,
-    description="Features and labels of one symbol × day.",
+    description="Features, labels and TA-Lib candlestick spans of one symbol × day.",
     tags={"antmeter/stage": "features", **EDGE},
 )
 news_job = dg.define_asset_job(
@@ -122,6 +122,13 @@ verification_job = dg.define_asset_job(
     tags={"antmeter/stage": "live", **EDGE},
 )
 
+pattern_job = dg.define_asset_job(
+    "pattern_job",
+    selection=dg.AssetSelection.groups("patterns"),
+    description="Annotations into the store, the pattern dataset, the pattern classifiers and their gate.",
+    tags={"antmeter/stage": "patterns", **TRAINER},
+)
+
 all_jobs = [
     harvest_job,
     news_job,
@@ -133,4 +140,5 @@ all_jobs = [
     predictions_job,
     verification_job,
     *retrain_jobs.values(),
+    pattern_job,
 ]

@@ -37,7 +37,7 @@ LOCATION_NAME = "antmeter"
 DEFINITIONS_MODULE = "antmeter_assets.definitions"
 REPOSITORY_NAME = "__repository__"
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("harvest_job", "news_job", "export_job", "feature_job", "training_job", "live_job")
+PHASES = ("harvest_job", "news_job", "export_job", "feature_job", "training_job", "pattern_job", "live_job")
 SUMMARY_FACTS = ("rows", "articles", "samples", "model_version", "gate", "predictions", "verified")
 _EPOCH = re.compile(r"epoch (\d+): (.*)")
 _FOLD = re.compile(r"^(\w+) seed \d+ fold (\d+)/(\d+)")
@@ -66,6 +66,7 @@ def plan(symbols: list[str], days: list[str], phases: list[str]) -> list[Phase]:
         "export_job": list(days[:-1]),
         "feature_job": per_symbol_day,
         "training_job": [None],
+        "pattern_job": [None],
         "live_job": [None],
     }
     return [Phase(job, partitions[job]) for job in phases if job in partitions]
@@ -232,7 +233,11 @@ def run(argv: list[str] | None = None) -> int:
         parser.error(f"--symbols: {exc}")
     from rich.console import Console
 
+    # The example plants chart patterns in the simulator and harvests the days the shipped
+    # annotation file covers, so the pattern classifiers have their ground truth (antmeter_assets.patterns).
+    os.environ.setdefault("ANTMETER_SIM_PATTERNS", "on")
     from antmeter_assets.definitions import defs
+    from antmeter_assets.patterns import example_annotation_days
 
     console = Console(highlight=False, soft_wrap=True)
     started = time.monotonic()
@@ -241,6 +246,8 @@ def run(argv: list[str] | None = None) -> int:
     end = pd.Timestamp(args.end_date or pd.Timestamp.now(tz="UTC").date())
     first = max(end - pd.Timedelta(days=args.days), pd.Timestamp(START_DATE))
     days = [str(d.date()) for d in pd.date_range(first, end, freq="D")]
+    if os.environ["ANTMETER_SIM_PATTERNS"] == "on":
+        days = sorted(set(days) | {d for d in example_annotation_days() if d >= START_DATE})
 
     job_names = {j.name for j in defs.resolve_all_job_defs()}
     phases = plan(symbols, days, [j for j in PHASES if j in job_names])

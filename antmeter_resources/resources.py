@@ -181,6 +181,7 @@ class CandleSourceResource(dg.ConfigurableResource):
     binance_timeout_s: float = 10.0
     binance_deadline_s: float = 300.0  # the whole fetch of one partition, retries and waits included
     file_dir: str | None = None
+    plant_patterns: bool = False  # chart-pattern templates at known spans (ANTMETER_SIM_PATTERNS=on)
 
     def simulator_config(self):
         from antmeter.market.simulator import SimulatorConfig
@@ -190,6 +191,7 @@ class CandleSourceResource(dg.ConfigurableResource):
             anchor_date=self.anchor_date,
             predictable=self.predictable,
             signal_flip_at=self.signal_flip_at,
+            plant_patterns=self.plant_patterns,
             **({} if self.signal_strength is None else {"signal_strength": self.signal_strength}),
         )
 
@@ -425,6 +427,7 @@ def resources_from_env() -> dict[str, dg.ConfigurableResource]:
             file_dir=_env_or("ANTMETER_CANDLE_FILE_DIR", None),
             signal_flip_at=_env_or("ANTMETER_SIM_SIGNAL_FLIP_AT", None),
             signal_strength=_env_float("ANTMETER_SIM_SIGNAL_STRENGTH"),
+            plant_patterns=os.environ.get("ANTMETER_SIM_PATTERNS", "off") == "on",
         ),
         "news": NewsSourceResource(
             kind=_env_or("ANTMETER_NEWS_SOURCE", "simulator"),

@@ -50,6 +50,15 @@ Symbols: BTCUSDT starts at 42,000 and ETHUSDT at 2,300 on ``anchor_date`` (ticks
 symbol gets a base price (0.1 to 1,000, about five significant digits), volatility and volume
 derived from a hash of its name.
 
+Planted chart patterns (``plant_patterns``, off by default)
+-----------------------------------------------------------
+Templates (double top/bottom, head and shoulders and its inverse; :data:`PATTERN_TEMPLATES`) are
+added to the log price over random, non-overlapping 20-40 minute spans, about one every
+``pattern_mean_gap_min`` minutes, with amplitude ``pattern_strength`` x volatility x sqrt(length).
+Each template is 0 at both ends, so prices rejoin the unplanted path after a span; the draws come
+from their own generator, so everything else is identical with and without planting.
+``SimulatedDay.patterns`` lists the spans (the ground truth of the pattern classifiers).
+
 Hidden state and the oracle
 ---------------------------
 ``SimulatedDay.hidden`` has one row per candle with the state *at the candle's close* (when the
@@ -92,8 +101,8 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -253,6 +262,9 @@ class SimulatorConfig:
     weekend_volume_factor: float = 0.6
     market_correlation: float = 0.5
     symbol_profiles: tuple[tuple[str, float, float, float, int], ...] = DEFAULT_SYMBOL_PROFILES
+    plant_patterns: bool = False
+    pattern_strength: float = 2.5
+    pattern_mean_gap_min: float = 45.0
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -310,6 +322,18 @@ class SimulatorConfig:
             raise ValueError(
                 f"SimulatorConfig.turbulent_vol_multiplier must be > 0, got {self.turbulent_vol_multiplier!r}"
             )
+        if not isinstance(self.plant_patterns, bool):
+            raise ValueError(
+                f"SimulatorConfig.plant_patterns must be True or False, got {self.plant_patterns!r}"
+            )
+        if not (_is_real(self.pattern_strength) and 0 < self.pattern_strength <= 20):
+            raise ValueError(
+                f"SimulatorConfig.pattern_strength must be in (0, 20], got {self.pattern_strength!r}"
+            )
+        if not (_is_real(self.pattern_mean_gap_min) and self.pattern_mean_gap_min >= 1):
+            raise ValueError(
+                f"SimulatorConfig.pattern_mean_gap_min must be a number >= 1 (minutes), got {self.pattern_mean_gap_min!r}"
+            )
         if not (_is_real(self.tail_dof) and self.tail_dof > 2):
             raise ValueError(f"SimulatorConfig.tail_dof must be > 2 (finite variance), got {self.tail_dof!r}")
         for i, entry in enumerate(self.symbol_profiles):
@@ -327,12 +351,26 @@ class SimulatorConfig:
                 )
 
 
+def empty_planted_patterns() -> pd.DataFrame:
+    """The (empty) frame of planted pattern spans: ``start_time``, ``end_time`` (open times,
+    inclusive) and ``label``."""
+    return pd.DataFrame(
+        {
+            "start_time": pd.Series(dtype="datetime64[ns, UTC]"),
+            "end_time": pd.Series(dtype="datetime64[ns, UTC]"),
+            "label": pd.Series(dtype="str"),
+        }
+    )
+
+
 @dataclass
 class SimulatedDay:
-    """Simulated candles (canonical frame) and the hidden state behind them, row-aligned."""
+    """Simulated candles (canonical frame) and the hidden state behind them, row-aligned; with
+    ``plant_patterns`` also the planted pattern spans (the ground truth of the pattern models)."""
 
     candles: pd.DataFrame
     hidden: pd.DataFrame
+    patterns: pd.DataFrame = field(default_factory=empty_planted_patterns)
 
 
 class _State(NamedTuple):
@@ -434,14 +472,19 @@ def simulate_range(
     first_index = _day_index(first, params.anchor, config)
     profile = _profile(symbol, config)
     state = _start_state(config, symbol, profile, params, first_index)
-    parts = []
+    parts, planted = [], []
     for offset in range((last - first).days + 1):
         day = first + dt.timedelta(days=offset)
         arrays, state = _simulate_one_day(config, symbol, profile, params, day, state, with_output=True)
         _remember(config, symbol, first_index + offset + 1, state)
+        if config.plant_patterns:
+            planted.append(_plant_patterns(config, symbol, profile, day, arrays))
         parts.append(arrays)
     merged = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
-    return SimulatedDay(candles=_candle_frame(merged), hidden=_hidden_frame(merged, params))
+    patterns = pd.concat(planted, ignore_index=True) if planted else empty_planted_patterns()
+    return SimulatedDay(
+        candles=_candle_frame(merged), hidden=_hidden_frame(merged, params), patterns=patterns
+    )
 
 
 def oracle_probability_up(hidden: pd.DataFrame, horizon_min: int) -> np.ndarray:
@@ -668,6 +711,74 @@ def _simulate_one_day(
     return arrays, end
 
 
+# Chart-pattern templates: log-price offsets over the span in units of amplitude, 0 at both ends, so
+# the path rejoins the unplanted one after the span (the day-to-day chaining is unaffected).
+def _bumps(n: int, centres: tuple[float, ...], heights: tuple[float, ...], width: float) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, n)
+    shape = sum(h * np.exp(-0.5 * ((x - c) / width) ** 2) for c, h in zip(centres, heights, strict=True))
+    return shape - (shape[0] + (shape[-1] - shape[0]) * x)  # pinned to 0 at both ends
+
+
+PATTERN_TEMPLATES: dict[str, Callable[[int], np.ndarray]] = {
+    "double_top": lambda n: _bumps(n, (0.28, 0.72), (1.0, 1.0), 0.11),
+    "double_bottom": lambda n: _bumps(n, (0.28, 0.72), (-1.0, -1.0), 0.11),
+    "head_and_shoulders": lambda n: _bumps(n, (0.2, 0.5, 0.8), (0.65, 1.1, 0.65), 0.08),
+    "inverse_head_and_shoulders": lambda n: _bumps(n, (0.2, 0.5, 0.8), (-0.65, -1.1, -0.65), 0.08),
+}
+PATTERN_LENGTHS_MIN = (20, 40)  # a planted span lasts this many minutes (inclusive range)
+
+
+def _plant_patterns(
+    config: SimulatorConfig, symbol: str, profile: _Profile, day: dt.date, arrays: dict[str, np.ndarray]
+) -> pd.DataFrame:
+    """Insert pattern templates at random, non-overlapping spans of ``day`` (in place) and return the
+    spans. Draws come from their own generator, so the unplanted path is the same as without planting.
+
+    Amplitude: ``pattern_strength * mean volatility over the span * sqrt(length)``; the last close of
+    the day is never touched, so the next day starts where it would have.
+    """
+    rng = _generator(f"{config.seed}|{symbol}|{day.isoformat()}|patterns")
+    names = sorted(PATTERN_TEMPLATES)
+    offset = np.zeros(MINUTES_PER_DAY)
+    rows = []
+    position = 1 + int(rng.geometric(1.0 / config.pattern_mean_gap_min))
+    while True:
+        length = int(rng.integers(PATTERN_LENGTHS_MIN[0], PATTERN_LENGTHS_MIN[1] + 1))
+        name = names[int(rng.integers(len(names)))]
+        end = position + length - 1
+        if end >= MINUTES_PER_DAY - 1:
+            break
+        amplitude = (
+            config.pattern_strength
+            * float(arrays["volatility"][position : end + 1].mean())
+            * math.sqrt(length)
+        )
+        offset[position : end + 1] = amplitude * PATTERN_TEMPLATES[name](length)
+        rows.append((arrays["open_time_ns"][position], arrays["open_time_ns"][end], name))
+        position = end + 1 + int(rng.geometric(1.0 / config.pattern_mean_gap_min))
+    previous = np.concatenate([[0.0], offset[:-1]])
+    scale, scale_open = np.exp(offset), np.exp(previous)
+    open_ = np.round(arrays["open"] * scale_open, profile.decimals)
+    close = np.round(arrays["close"] * scale, profile.decimals)
+    arrays["open"], arrays["close"] = open_, close
+    arrays["high"] = np.maximum(
+        np.round(arrays["high"] * np.maximum(scale, scale_open), profile.decimals), np.maximum(open_, close)
+    )
+    arrays["low"] = np.minimum(
+        np.round(arrays["low"] * np.minimum(scale, scale_open), profile.decimals), np.minimum(open_, close)
+    )
+    if not rows:
+        return empty_planted_patterns()
+    starts, ends, labels = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {
+            "start_time": pd.to_datetime(np.array(starts), unit="ns", utc=True),
+            "end_time": pd.to_datetime(np.array(ends), unit="ns", utc=True),
+            "label": pd.Series(labels, dtype="str"),
+        }
+    )
+
+
 def _generator(key: str) -> np.random.Generator:
     """A generator seeded by a stable hash of ``key`` (never Python's salted ``hash``)."""
     digest = hashlib.blake2b(f"antmeter-sim|{key}".encode(), digest_size=16).digest()
@@ -885,11 +996,13 @@ def _hidden_frame(arrays: dict[str, np.ndarray], params: _Params) -> pd.DataFram
 __all__ = [
     "DEFAULT_SYMBOL_PROFILES",
     "HIDDEN_COLUMNS",
+    "PATTERN_TEMPLATES",
     "MINUTES_PER_DAY",
     "SimulatedDay",
     "SimulatorConfig",
     "bayes_ceiling",
     "clear_cache",
+    "empty_planted_patterns",
     "oracle_probability_up",
     "simulate_day",
     "simulate_range",

@@ -224,6 +224,22 @@ PARTITION_FRAMES = sa.Table(
     sa.Column("written_at", UtcTimestamp, nullable=False),
 )
 
+# Span annotations of candles (antmeter.market.annotations): people's labels, corrections and the
+# model's accepted/dismissed predictions. Keyed by span and source: the newest label of a source wins.
+ANNOTATIONS = sa.Table(
+    "annotations",
+    METADATA,
+    sa.Column("symbol", sa.Text, primary_key=True),
+    sa.Column("interval", sa.Text, primary_key=True),
+    sa.Column("start_time", UtcTimestamp, primary_key=True),
+    sa.Column("end_time", UtcTimestamp, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("confidence", _Float, nullable=False),
+    sa.Column("model_prediction", sa.Text, nullable=True),
+    info={"time_column": "start_time"},
+)
+
 SCHEMA_VERSION = sa.Table(
     "schema_version",
     METADATA,
@@ -232,9 +248,8 @@ SCHEMA_VERSION = sa.Table(
     sa.Column("applied_at", UtcTimestamp, nullable=False),
 )
 
-MARKET_TABLES: dict[str, sa.Table] = {
-    t.name: t for t in (OHLCV, ARTICLES, SENTIMENT_HOURLY, PREDICTIONS, VERIFICATION)
-}
+_V1_TABLES = (OHLCV, ARTICLES, SENTIMENT_HOURLY, PREDICTIONS, VERIFICATION)
+MARKET_TABLES: dict[str, sa.Table] = {t.name: t for t in (*_V1_TABLES, ANNOTATIONS)}
 
 # Secondary indexes for time-range reads and retention on tables whose key does not start with time
 # (created by migration 2; CREATE TABLE in migration 1 does not emit indexes).
@@ -258,8 +273,13 @@ class Migration:
 
 
 def _create_market_tables(conn: sa.Connection) -> None:
-    for table in MARKET_TABLES.values():
+    for table in _V1_TABLES:
         conn.execute(sa.schema.CreateTable(table))
+
+
+def _create_annotations(conn: sa.Connection) -> None:
+    conn.execute(sa.schema.CreateTable(ANNOTATIONS))
+    conn.execute(sa.schema.CreateIndex(sa.Index("ix_annotations_start_time", ANNOTATIONS.c.start_time)))
 
 
 def _create_time_indexes(conn: sa.Connection) -> None:
@@ -280,6 +300,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "partition_frames: features/labels per symbol x day as Parquet, shared by all machines",
         lambda conn: conn.execute(sa.schema.CreateTable(PARTITION_FRAMES)),
+    ),
+    Migration(
+        4, "annotations: labelled candle spans (human, corrections, model feedback)", _create_annotations
     ),
 )
 LATEST_SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -237,7 +237,7 @@ def run(argv: list[str] | None = None) -> int:
     # annotation file covers, so the pattern classifiers have their ground truth (antmeter_assets.patterns).
     os.environ.setdefault("ANTMETER_SIM_PATTERNS", "on")
     from antmeter_assets.definitions import defs
-    from antmeter_assets.patterns import example_annotation_days
+    from antmeter_assets.patterns import example_annotation_coverage
 
     console = Console(highlight=False, soft_wrap=True)
     started = time.monotonic()
@@ -246,11 +246,18 @@ def run(argv: list[str] | None = None) -> int:
     end = pd.Timestamp(args.end_date or pd.Timestamp.now(tz="UTC").date())
     first = max(end - pd.Timedelta(days=args.days), pd.Timestamp(START_DATE))
     days = [str(d.date()) for d in pd.date_range(first, end, freq="D")]
-    if os.environ["ANTMETER_SIM_PATTERNS"] == "on":
-        days = sorted(set(days) | {d for d in example_annotation_days() if d >= START_DATE})
+    skipped = set()
+    annotated_days, annotated_symbols = example_annotation_coverage()
+    if os.environ["ANTMETER_SIM_PATTERNS"] == "on" and set(annotated_symbols) <= set(symbols):
+        days = sorted(set(days) | {d for d in annotated_days if d >= START_DATE})
+    else:  # the annotations name symbols this run does not harvest: no ground truth to learn from
+        skipped.add("pattern_job")
+        console.print(
+            f"pattern_job skipped: the annotation files cover {annotated_symbols}, this run harvests {symbols}"
+        )
 
     job_names = {j.name for j in defs.resolve_all_job_defs()}
-    phases = plan(symbols, days, [j for j in PHASES if j in job_names])
+    phases = plan(symbols, days, [j for j in PHASES if j in job_names and j not in skipped])
     console.print(
         f"[bold]Antmeter main job[/bold]: {len(symbols)} symbols x {len(days)} days "
         f"({days[0]} .. {days[-1]}), DAGSTER_HOME={instance.root_directory}"

@@ -25,13 +25,16 @@ def annotations_dir() -> Path:
     return Path(os.environ.get("ANTMETER_ANNOTATIONS_DIR") or EXAMPLE_ANNOTATIONS_DIR)
 
 
-def example_annotation_days() -> list[str]:
-    """The UTC days the annotation files cover (the main job harvests them when the planter is on)."""
+def example_annotation_coverage() -> tuple[list[str], list[str]]:
+    """The UTC days and the symbols the annotation files cover (the main job harvests those days when
+    the planter is on, and trains the pattern classifiers only when it harvests every such symbol)."""
     days: set[str] = set()
+    symbols: set[str] = set()
     for path in sorted(annotations_dir().glob("*.json")):
         for record in json.loads(path.read_text()).get("annotations", []):
             days.update(str(pd.Timestamp(record[k]).date()) for k in ("start_time", "end_time"))
-    return sorted(days)
+            symbols.add(str(record.get("symbol")))
+    return sorted(days), sorted(symbols)
 
 
 @dg.asset(

@@ -15,7 +15,7 @@ from antmeter.learn.spans import DISAGREEMENT_KINDS, disagreements
 from antmeter.market.annotations import read_annotations
 from antmeter.registry import versions
 from antmeter_assets import features, market, patterns
-from antmeter_assets.patterns import EXAMPLE_ANNOTATIONS_DIR, example_annotation_days
+from antmeter_assets.patterns import EXAMPLE_ANNOTATIONS_DIR, example_annotation_coverage
 from antmeter_resources import CandleSourceResource
 from antmeter_tests.dagster.conftest import make_pipeline, step_error, symbol_day
 
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     instance.add_dynamic_partitions("symbols", SYMBOLS)
     pipeline = make_pipeline(instance, tmp / "data", f"sqlite:///{tmp / 'market.sqlite'}")
     pipeline.use_candles(CandleSourceResource(kind="simulator", plant_patterns=True))
-    days = example_annotation_days()
+    days, _ = example_annotation_coverage()
     for day in days:
         for symbol in SYMBOLS:
             key = symbol_day(day, symbol)

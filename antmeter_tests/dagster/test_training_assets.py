@@ -246,6 +246,29 @@ def test_champion_servable_checks_the_serving_version(noise_run):
     assert (served / ONNX_INT8).is_file()
 
 
+def test_champion_trained_on_other_features_refuses_to_serve(noise_run):
+    """A champion whose feature schema differs from what the configured features (here: RSI over 7
+    candles instead of 14, set in the launchpad) produce is not served; the error names the columns."""
+    from antmeter_assets import serving
+
+    pipeline, first, client = noise_run
+    version = metadata(first, "lstm_candidate")["model_version"]
+    client.set_registered_model_alias(REGISTERED, versions.CHAMPION, version)
+    assert pipeline.materialize([a for a in TRAINING if a.key.path[0] == "lstm_champion"]).success
+    result = dg.materialize(
+        [serving.predictions],
+        instance=pipeline.instance,
+        resources=pipeline.resources,
+        run_config={"resources": {"settings": {"config": {"features": {"rsi_windows": [7]}}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    error = step_error(result)
+    assert f"champion {REGISTERED} v{version}" in error
+    assert "missing ['rsi_14']" in error and "extra ['rsi_7']" in error
+    assert pipeline.market().read_frame("predictions").empty
+
+
 def test_verification_report_reads_on_one_page_with_the_oracle(noise_run, monkeypatch):
     """With the champion served (previous test), predictions and their verification at a pinned clock on
     the last harvested day: the report's tables fit a page, the rolling plot is a picture in its own
@@ -291,26 +314,3 @@ def test_the_gate_refuses_a_dataset_that_is_not_the_candidates(noise_run):
     assert not result.success
     assert "is not the one candidate" in step_error(result)
     assert metadata(first, "lstm_candidate")["dataset_fingerprint"] in step_error(result)
-
-
-def test_champion_trained_on_other_features_refuses_to_serve(noise_run):
-    """A champion whose feature schema differs from what the configured features (here: RSI over 7
-    candles instead of 14, set in the launchpad) produce is not served; the error names the columns."""
-    from antmeter_assets import serving
-
-    pipeline, first, client = noise_run
-    version = metadata(first, "lstm_candidate")["model_version"]
-    client.set_registered_model_alias(REGISTERED, versions.CHAMPION, version)
-    assert pipeline.materialize([a for a in TRAINING if a.key.path[0] == "lstm_champion"]).success
-    result = dg.materialize(
-        [serving.predictions],
-        instance=pipeline.instance,
-        resources=pipeline.resources,
-        run_config={"resources": {"settings": {"config": {"features": {"rsi_windows": [7]}}}}},
-        raise_on_error=False,
-    )
-    assert not result.success
-    error = step_error(result)
-    assert f"champion {REGISTERED} v{version}" in error
-    assert "missing ['rsi_14']" in error and "extra ['rsi_7']" in error
-    assert pipeline.market().read_frame("predictions").empty

@@ -30,6 +30,9 @@ local_instance() {
   export DAGSTER_HOME="$ROOT/.dagster_home"
   mkdir -p "$DAGSTER_HOME"
   cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+  # The embedded default plants chart patterns (the example annotations' ground truth); the main job
+  # and the UI must agree on it, or the UI sees another job definition than the runs were made with.
+  export ANTMETER_SIM_PATTERNS="${ANTMETER_SIM_PATTERNS:-on}"
 }
 
 # `dagster dev` on the local instance, started from DAGSTER_HOME (so the deployment's dagster.yaml in

@@ -63,6 +63,7 @@ def filled_pipeline(tmp_path_factory) -> FilledPipeline:
         "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
         "ANTMETER_MLFLOW_ARTIFACT_ROOT": (root / "mlartifacts").as_uri(),
         "ANTMETER_MODEL_TYPES": "lstm",
+        "ANTMETER_SIM_PATTERNS": "on",  # as `bash run.sh main` / `bash run.sh ui` set it
         "PYTHONUNBUFFERED": "1",
     }
     result = subprocess.run(

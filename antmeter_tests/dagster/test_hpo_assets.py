@@ -71,7 +71,8 @@ def test_study_in_postgres_feeds_the_candidate_and_resumes(instance, tmp_path, p
     )
     assert len(children) == 2 and all(c.data.params for c in children)
 
-    candidate = client.get_run(metadata(result, "lstm_candidate")["mlflow_run_id"])
+    link = metadata(result, "lstm_candidate")["mlflow_run_id"]  # "[<run id>](<MLflow UI URL>)"
+    candidate = client.get_run(link[1 : link.index("]")])
     assert json.loads(candidate.data.params["tuned"]) == study.best_params  # config, not code
 
     again = pipeline.materialize([a for a in LSTM if a.key.path[0] == "lstm_hpo"])

@@ -51,6 +51,7 @@ class Served:
     symbols: tuple[str, ...]
     version: str
     shared: bool  # the shared fill itself yielded the champion
+    gated: bool = True  # the gate promoted it (else an operator moved the alias to it)
 
     @property
     def symbol(self) -> str:
@@ -97,8 +98,15 @@ def served(filled_pipeline, tmp_path_factory) -> Served:
         timeout=SERVED_FILL_TIMEOUT_S,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
-    version = champion_version(env) or operator_promotes_latest(env)
-    return Served(env, ("BTCUSDT", "ETHUSDT"), version, False)
+    version = champion_version(env)
+    gated = version is not None
+    if not gated:
+        version = operator_promotes_latest(env)
+        today = pd.Timestamp.now(tz="UTC").date()
+        for symbol in ("BTCUSDT", "ETHUSDT"):  # the live loop's next steps, with the champion serving
+            dagster(env, "--select", "ohlcv", "--partition", f"{today}|{symbol}")
+        dagster(env, "--select", "predictions")
+    return Served(env, ("BTCUSDT", "ETHUSDT"), version, False, gated)
 
 
 def operator_promotes_latest(env: dict[str, str]) -> str:
@@ -337,7 +345,9 @@ def test_models_versions_and_labels_come_from_the_registry(client, served):
     assert model["name"] == MODEL and model["champion_version"] == served.version
     champion = [v for v in model["versions"] if v["is_champion"]]
     assert [v["version"] for v in champion] == [served.version]
-    assert champion[0]["gate"] == "promoted" and champion[0]["gate_reason"].startswith("PROMOTED")
+    expected_gate = "promoted" if served.gated else "rejected"
+    assert champion[0]["gate"] == expected_gate
+    assert champion[0]["gate_reason"].startswith(expected_gate.upper())
     assert "lstm.log_loss_5m" in champion[0]["holdout_metrics"]
     assert "persistence.log_loss_5m" in champion[0]["holdout_metrics"]
     one = client.get(f"/models/{MODEL}/versions/{served.version}").json()

@@ -130,7 +130,7 @@ class InferenceService:
         return self.settings.model_types[0]
 
     def gate_metric_key(self, model_type: str) -> str:
-        return f"holdout.{model_type}.{self.settings.promotion_metric}_{self.settings.primary_horizon}m"
+        return f"holdout/{model_type}/{self.settings.promotion_metric}_{self.settings.primary_horizon}m"
 
     def gate_score(self, model_type: str) -> float | None:
         """The champion's holdout score on the gate metric (lower is better), None without a champion."""
@@ -196,8 +196,10 @@ class InferenceService:
         holdout = {}
         if metrics and version.run_id:
             run_metrics = self.client.get_run(version.run_id).data.metrics
-            holdout = {
-                k.removeprefix("holdout."): v for k, v in run_metrics.items() if k.startswith("holdout.")
+            holdout = {  # MLflow groups them as holdout/<model>/<metric>_<h>m; answered as <model>.<metric>_<h>m
+                k.removeprefix("holdout/").replace("/", "."): v
+                for k, v in run_metrics.items()
+                if k.startswith("holdout/")
             }
         return {
             "name": version.name,

@@ -106,6 +106,7 @@ def served(filled_pipeline, tmp_path_factory) -> Served:
         for symbol in ("BTCUSDT", "ETHUSDT"):  # the live loop's next steps, with the champion serving
             dagster(env, "--select", "ohlcv", "--partition", f"{today}|{symbol}")
         dagster(env, "--select", "predictions")
+        dagster(env, "--select", "verification_report")
     return Served(env, ("BTCUSDT", "ETHUSDT"), version, False, gated)
 
 

@@ -53,7 +53,7 @@ class ServingModel:
             config,
             scaler,
             precision,
-            OnnxPredictor(path),
+            OnnxPredictor(path, per_window=precision == "int8"),
             np.asarray(target["mean"], dtype=np.float32),
             np.asarray(target["std"], dtype=np.float32),
         )
@@ -80,13 +80,11 @@ class ServingModel:
                 f"model {self.directory.name} expects windows of shape (N, {self.window}, {len(self.schema)}), "
                 f"got {windows.shape}"
             )
-        # Dynamic INT8 quantizes activations with one scale per tensor, taken from the whole batch: scored
-        # together, windows would change each other's predictions. Each INT8 window is scored on its own.
-        step = 1 if self.precision == "int8" else batch_size
-        if len(windows) <= step:  # one session call (every live tick): no slicing, no concatenation
+        # (an INT8 predictor scores each window on its own: see OnnxPredictor)
+        if len(windows) <= batch_size:  # one call (every live tick): no slicing, no concatenation
             return self._predict_batch(windows)
         probas, regs = zip(
-            *(self._predict_batch(windows[a : a + step]) for a in range(0, len(windows), step)),
+            *(self._predict_batch(windows[a : a + batch_size]) for a in range(0, len(windows), batch_size)),
             strict=True,
         )
         return np.concatenate(probas), np.concatenate(regs)

@@ -85,17 +85,27 @@ def validate_candles(
         raise CandleValidationError(
             source, "-", "open_time", f"must be timezone-aware UTC, got {times.dtype}"
         )
-    times = times.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    times = times.dt.tz_convert("UTC")
     _raise_first(source, times.isna().to_numpy(), times, "open_time", "missing open time (NaT)")
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
+    # range first, at the input's own resolution: a time past 2262 does not fit nanoseconds
+    _raise_first(
+        source,
+        (times < EARLIEST_OPEN_TIME).to_numpy(),
+        times,
+        "open_time",
+        f"before {EARLIEST_OPEN_TIME.date()}",
+    )
+    _raise_first(
+        source, (times > now + step).to_numpy(), times, "open_time", f"after now ({now}) plus one interval"
+    )
+    times = times.astype("datetime64[ns, UTC]")
     out = pd.DataFrame({"open_time": times})
     for col in [*PRICE_COLUMNS, "volume"]:
         out[col] = _finite_numbers(frame[col].reset_index(drop=True), source, times, col)
-    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now).tz_convert("UTC")
     since_epoch = (times - _UNIX_EPOCH).to_numpy().astype("int64")
     checks = [
         ("open_time", (since_epoch % step.value) != 0, f"not on the {interval} interval grid"),
-        ("open_time", (times < EARLIEST_OPEN_TIME).to_numpy(), f"before {EARLIEST_OPEN_TIME.date()}"),
-        ("open_time", (times > now + step).to_numpy(), f"after now ({now}) plus one interval"),
         *((col, (out[col] <= 0).to_numpy(), "price not positive") for col in PRICE_COLUMNS),
         ("volume", (out["volume"] < 0).to_numpy(), "negative volume"),
         ("low", (out["low"] > out[["open", "close"]].min(axis=1)).to_numpy(), "low above open/close"),

@@ -46,7 +46,7 @@ class FilledPipeline:
         return Path(self.env["ANTMETER_DATA_DIR"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def filled_pipeline(tmp_path_factory) -> FilledPipeline:
     """The reduced main job (1 symbol, 2 days, 1 model type), run once for every browser test."""
     root = tmp_path_factory.mktemp("filled_pipeline")
@@ -79,7 +79,7 @@ def filled_pipeline(tmp_path_factory) -> FilledPipeline:
     return FilledPipeline(root=root, env=env, symbol="BTCUSDT", model_type="lstm", log=log)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator:
     """Headless Debian Chromium through Playwright (no browser download)."""
     from playwright.sync_api import sync_playwright

@@ -144,7 +144,10 @@ def test_live_runs_on_edge_and_training_on_trainer(topology: Topology):
     assert tags[CODE_VERSION_TAG] == version and len(version) == 16
     ensure_champion(topology)
 
-    # 3) the edge worker predicts with the champion it fetched from the MLflow server by alias
+    # 3) the edge worker predicts with the champion it fetched from the MLflow server by alias; as the
+    # live loop does, it harvests the newest candles first (training took minutes, so the candles
+    # harvested before it are past the staleness limit on a slow machine)
+    run_and_wait(topology, "harvest_job", partition_tags(DAYS[-1]))
     predictions = run_and_wait(topology, "predictions_job", timeout_s=300)
     assert_ran_on(topology, predictions, "worker_edge")
     [(count, versions)] = topology.sql(

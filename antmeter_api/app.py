@@ -442,13 +442,16 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         end: dt.datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=50_000)] = 5_000,
     ) -> dict[str, Any]:
-        """Stored predictions joined with what the market did, the majority and persistence baselines on
-        the same rows, their accuracy over the returned rows and the rolling accuracy."""
+        """Stored predictions joined with what the market did, the majority and persistence baselines (and
+        the simulator's oracle on simulated candles) on the same rows, their accuracy over the returned
+        rows and the rolling accuracy."""
         joined, summary, rolling = service.outcomes(
             symbol, model, horizon, utc(start, "start"), utc(end, "end"), limit
         )
         columns = [*PREDICTION_FIELDS, "realized_return", "realized_class", "correct"]
-        columns += [c for c in ("majority_correct", "persistence_correct") if c in joined.columns]
+        columns += [
+            c for c in ("majority_correct", "persistence_correct", "oracle_correct") if c in joined.columns
+        ]
         return {
             "count": len(joined),
             "rolling_window": service.settings.rolling_window,

@@ -85,6 +85,7 @@ class OutcomeRow(PredictionRow):
     correct: bool
     majority_correct: bool | None = None
     persistence_correct: bool | None = None
+    oracle_correct: bool | None = None
 
 
 class AccuracySummary(BaseModel):
@@ -96,6 +97,9 @@ class AccuracySummary(BaseModel):
     model_accuracy: float | None
     majority_accuracy: float | None = None
     persistence_accuracy: float | None = None
+    oracle_accuracy: float | None = Field(
+        default=None, description="the simulator's Bayes oracle on the same rows (simulated candles only)"
+    )
     first: str | None
     last: str | None
 

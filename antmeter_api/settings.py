@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from antmeter.live.service import ServiceSettings
+from antmeter.market.simulator import SimulatorConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ALL_MODEL_TYPES = ("lstm", "transformer", "patchtst")
@@ -43,6 +44,23 @@ def _model_types(env: Mapping[str, str]) -> tuple[str, ...]:
             f"ANTMETER_MODEL_TYPES: unknown model type(s) {unknown}; choose from {ALL_MODEL_TYPES}"
         )
     return chosen or ALL_MODEL_TYPES
+
+
+def _simulator(env: Mapping[str, str]) -> SimulatorConfig | None:
+    """The simulator the pipeline's candles come from (the same variables as its candle source), for
+    the oracle ceiling next to the accuracy figures; None when candles are not simulated."""
+    if (env.get("ANTMETER_CANDLE_SOURCE") or "simulator") != "simulator":
+        return None
+    strength = env.get("ANTMETER_SIM_SIGNAL_STRENGTH")
+    try:
+        extra = {} if not strength else {"signal_strength": float(strength)}
+    except ValueError:
+        raise ValueError(f"ANTMETER_SIM_SIGNAL_STRENGTH must be a number, got {strength!r}") from None
+    return SimulatorConfig(
+        signal_flip_at=env.get("ANTMETER_SIM_SIGNAL_FLIP_AT") or None,
+        plant_patterns=env.get("ANTMETER_SIM_PATTERNS", "off") == "on",
+        **extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,7 @@ class ApiSettings:
             ),
             promotion_metric=overrides.get("promotion_metric", "log_loss"),
             primary_horizon=int(overrides.get("primary_horizon", 5)),
+            simulator=_simulator(env),
         )
         return cls(
             store_url=env.get("ANTMETER_STORE_URL") or f"sqlite:///{data / 'market.sqlite'}",

@@ -268,7 +268,7 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
     Bayes oracle's on the same rows (the attainable ceiling)."""
     if candles.kind != "simulator" or settings.task != "binary":
         return {}
-    from antmeter.learn.oracle import oracle_accuracy_of_rows
+    from antmeter.learn.oracle import oracle_correct_of_verified
     from antmeter.live.report import ReportSettings
     from antmeter.live.verification import join_verification
 
@@ -277,9 +277,8 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
     if not len(verified):
         return {}
     rows = join_verification(market.read_frame("predictions", time_range=since), verified)
-    rows = rows.assign(open_time=rows["prediction_time"], realized_up=rows["realized_class"].astype(int))
-    rows["oracle_correct"] = oracle_accuracy_of_rows(rows, candles.simulator_config())
-    rows["model_correct"] = rows["predicted_class"].astype(int) == rows["realized_up"]
+    rows["oracle_correct"] = oracle_correct_of_verified(rows, candles.simulator_config())
+    rows["model_correct"] = rows["correct"].astype(bool)
     table = (
         rows.groupby(["model_name", "model_version", "horizon_min"])
         .agg(n=("model_correct", "size"), model=("model_correct", "mean"), oracle=("oracle_correct", "mean"))

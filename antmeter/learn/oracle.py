@@ -67,3 +67,12 @@ def oracle_accuracy_of_rows(rows: pd.DataFrame, config: SimulatorConfig) -> pd.S
                 call_up == group["realized_up"].to_numpy()[mine].astype(bool)
             ).astype(float)
     return correct
+
+
+def oracle_correct_of_verified(verified: pd.DataFrame, config: SimulatorConfig) -> pd.Series:
+    """Per verified prediction row (``symbol``, ``prediction_time``, ``horizon_min``,
+    ``realized_class``), whether the oracle's call at the same candle was right (binary task)."""
+    rows = verified.assign(
+        open_time=verified["prediction_time"], realized_up=verified["realized_class"].astype(int)
+    )
+    return oracle_accuracy_of_rows(rows, config)

@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from antmeter.features.pipeline import FeatureConfig, compute_features, required_warmup_minutes
+from antmeter.learn.oracle import ORACLE, oracle_correct_of_verified
 from antmeter.live import verification
 from antmeter.live.inference import inference_windows, predict_symbol
 from antmeter.live.report import _class_rates as class_rates
 from antmeter.market.candles import closed_before, interval_timedelta, validate_candles
+from antmeter.market.simulator import SimulatorConfig
 from antmeter.registry.versions import CHAMPION, ChampionCache, ServedChampion
 
 CLASS_NAMES = {2: ("down", "up"), 3: ("down", "flat", "up")}
@@ -78,6 +80,8 @@ class ServiceSettings:
     batch_chunk_minutes: int = 1_440
     max_batch_minutes: int = 14 * 1_440
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
+    # the simulator the candles come from (None: real candles): the oracle ceiling beside the baselines
+    simulator: SimulatorConfig | None = None
 
     def registered_name(self, model_type: str) -> str:
         return f"{self.model_prefix}-{model_type}"
@@ -506,6 +510,8 @@ class InferenceService:
         )
         joined = joined.sort_values(["prediction_time", "horizon_min"], kind="stable").tail(limit)
         joined = joined.reset_index(drop=True)
+        if self.settings.simulator is not None and self.settings.task == "binary":
+            joined["oracle_correct"] = oracle_correct_of_verified(joined, self.settings.simulator)
         rolling = verification.rolling_report(
             joined, self.settings.rolling_window, task=self.settings.task, every=max(1, len(joined) // 500)
         )
@@ -525,8 +531,9 @@ class InferenceService:
 
     @staticmethod
     def accuracy_summary(joined: pd.DataFrame) -> pd.DataFrame:
-        """Accuracy of the model and each baseline over exactly the same rows, per series."""
-        predictors = [p for p in verification.BASELINES if f"{p}_correct" in joined.columns]
+        """Accuracy of the model and each baseline (and the oracle on the simulator) over exactly the
+        same rows, per series."""
+        predictors = [p for p in (*verification.BASELINES, ORACLE) if f"{p}_correct" in joined.columns]
         rows = []
         for key, group in joined.groupby(verification.GROUP_COLUMNS, sort=True):
             usable = (

@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+from antmeter.market.simulator import oracle_probability_up, simulate_range
 from antmeter_api.app import build_service, create_app
 from antmeter_api.settings import ApiSettings
 from antmeter_testkit.servers.webhook_server import running_webhook
@@ -373,7 +374,8 @@ def test_predictions_and_outcomes_are_filtered_and_scored_next_to_baselines(clie
     assert outcomes["count"] == len(verified) > 0
     (summary,) = outcomes["summary"]
     rows = pd.DataFrame(outcomes["outcomes"])
-    usable = rows[rows["persistence_correct"].notna() & rows["majority_correct"].notna()]
+    predictors = ("persistence", "majority", "oracle")  # the fill's candles are simulated: the oracle too
+    usable = rows[rows[[f"{p}_correct" for p in predictors]].notna().all(axis=1)]
     assert summary["n"] == len(usable)
     assert summary["model_accuracy"] == pytest.approx(usable["correct"].mean())
     assert summary["persistence_accuracy"] == pytest.approx(usable["persistence_correct"].astype(bool).mean())
@@ -385,6 +387,11 @@ def test_predictions_and_outcomes_are_filtered_and_scored_next_to_baselines(clie
     realized = np.log(candles[t + pd.Timedelta(minutes=5)] / candles[t])
     assert sample["realized_return"] == pytest.approx(realized)
     assert sample["correct"] == (sample["predicted_class"] == int(realized > 0))
+    # the oracle's call from the simulator's state at that candle's close, scored on the same outcome
+    assert summary["oracle_accuracy"] == pytest.approx(usable["oracle_correct"].astype(bool).mean())
+    state = simulate_range(served.symbol, t.date(), t.date(), service.settings.simulator).hidden
+    oracle_up = oracle_probability_up(state[state["open_time"] == t].reset_index(drop=True), 5)[0] > 0.5
+    assert sample["oracle_correct"] == (oracle_up == (realized > 0))
     assert {r["predictor"] for r in outcomes["rolling"]} >= {"model", "persistence"}
 
 
@@ -742,7 +749,7 @@ def test_dashboard_shows_stored_candles_predictions_and_outcomes_and_updates_liv
     with httpx.Client(base_url=api_server, timeout=30) as http:
         (summary,) = http.get(state["outcomesQuery"]).json()["summary"]
     shown = {row["predictor"]: row for row in state["accuracy"]}
-    assert set(shown) == {"model", "majority", "persistence"}
+    assert set(shown) == {"model", "majority", "persistence", "oracle"}
     for predictor, row in shown.items():
         assert float(row["accuracy"]) == pytest.approx(summary[f"{predictor}_accuracy"])
         assert int(row["n"]) == summary["n"]

@@ -1,0 +1,20 @@
+"""The API reads the pipeline's candle-source variables to put the simulator's oracle beside its figures."""
+
+import pytest
+
+from antmeter_api.settings import ApiSettings
+
+
+def test_simulated_candles_bring_the_simulator_settings_of_the_pipeline():
+    simulator = ApiSettings.from_env(
+        {"ANTMETER_SIM_SIGNAL_STRENGTH": "1.0", "ANTMETER_SIM_SIGNAL_FLIP_AT": "2024-03-06T00:00:00+00:00"}
+    ).service.simulator
+    assert simulator is not None
+    assert simulator.signal_strength == 1.0 and simulator.signal_flip_at == "2024-03-06T00:00:00+00:00"
+    assert ApiSettings.from_env({}).service.simulator.signal_strength == 0.5  # the simulator's default
+
+
+def test_real_candles_have_no_oracle_and_a_bad_strength_names_the_variable():
+    assert ApiSettings.from_env({"ANTMETER_CANDLE_SOURCE": "binance"}).service.simulator is None
+    with pytest.raises(ValueError, match="ANTMETER_SIM_SIGNAL_STRENGTH"):
+        ApiSettings.from_env({"ANTMETER_SIM_SIGNAL_STRENGTH": "strong"})

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from antmeter.live._frames import LiveInputError
+from antmeter.live.pattern_service import PatternService
 from antmeter.live.service import BadInput, InferenceService, ServiceError
 from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
 from antmeter_api import schemas
@@ -40,6 +41,17 @@ def _service(request: Request) -> InferenceService:
 Service = Annotated[InferenceService, Depends(_service)]
 
 
+def _patterns(request: Request) -> PatternService:
+    """The pattern service over the app's inference service (its own champion cache, built once)."""
+    state = request.app.state
+    if getattr(state, "patterns", None) is None or state.patterns.inference is not state.service:
+        state.patterns = build_pattern_service(state.service, state.settings)
+    return state.patterns
+
+
+Patterns = Annotated[PatternService, Depends(_patterns)]
+
+
 def build_service(settings: ApiSettings) -> InferenceService:
     """The service over the store and MLflow registry the settings name."""
     import mlflow
@@ -52,6 +64,21 @@ def build_service(settings: ApiSettings) -> InferenceService:
     client = mlflow.MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     cache = ChampionCache(client, settings.cache_dir, refresh_s=settings.champion_refresh_s)
     return InferenceService(store, client, cache, settings.service)
+
+
+def build_pattern_service(service: InferenceService, settings: ApiSettings) -> PatternService:
+    """Pattern classifiers served from the same registry by alias (cached beside the direction models)."""
+    from antmeter.learn.patterns import CONFIG_FILE, PatternBundle
+    from antmeter.registry.versions import ChampionCache
+
+    cache = ChampionCache(
+        service.client,
+        settings.cache_dir.parent / "patterns",
+        refresh_s=settings.champion_refresh_s,
+        load=PatternBundle.load,
+        marker=CONFIG_FILE,
+    )
+    return PatternService(service, cache)
 
 
 class BodyLimit:
@@ -192,7 +219,7 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         "domain endpoints, operator actions through Dagster and a live dashboard (/dashboard).",
         lifespan=lifespan,
     )
-    app.state.service = service
+    app.state.service, app.state.settings = service, settings
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -518,6 +545,65 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
         partitions = [f"{d.date()}|{body.symbol}" for d in days]
         title = f"relabel {body.symbol} {body.start_date}..{body.end_date}"
         return launcher.backfill_assets(["features", "labels"], partitions, title).__dict__
+
+    # -- chart patterns ---------------------------------------------------------------------------
+
+    @app.get("/patterns/labels", tags=["patterns"], response_model=schemas.PatternLabels)
+    def pattern_labels(patterns: Patterns, kind: Literal["rf", "hgb"] | None = None) -> dict[str, Any]:
+        """The champion pattern classifier's labels with their chart colours (``O``, no pattern, left out)."""
+        return patterns.labels(kind)
+
+    @app.post("/patterns/predict", tags=["patterns"], response_model=schemas.PatternPrediction)
+    def pattern_predict(body: schemas.PatternPredictRequest, patterns: Patterns) -> dict[str, Any]:
+        """Predicted pattern spans (consecutive candles with one label, mean confidence) from the champion
+        pattern classifier, and where they disagree with the stored human annotations."""
+        candles = (
+            None if body.candles is None else candle_frame([c.model_dump() for c in body.candles], "candles")
+        )
+        spans, info = patterns.predict(
+            body.symbol,
+            candles,
+            utc(body.start, "start"),
+            utc(body.end, "end"),
+            body.kind,
+            body.min_confidence,
+        )
+        columns = ["symbol", "start_time", "end_time", "label", "confidence", "candles"]
+        return {
+            "symbol": body.symbol,
+            "model_info": info,
+            "spans": records(spans, columns),
+            "disagreements": records(
+                patterns.disagreements(body.symbol, spans).drop(columns="symbol", errors="ignore")
+            ),
+        }
+
+    @app.post(
+        "/patterns/feedback",
+        tags=["patterns"],
+        response_model=schemas.AnnotationRecord,
+        dependencies=[Operator],
+    )
+    def pattern_feedback(body: schemas.FeedbackRequest, patterns: Patterns) -> dict[str, Any]:
+        """Accept a predicted span (stored as a ``human`` annotation) or dismiss it (a ``human_correction``
+        labelled ``O``, the model's prediction attached); the next ``pattern_dataset`` trains on it."""
+        return patterns.feedback(
+            body.symbol,
+            utc(body.start_time, "start_time"),
+            utc(body.end_time, "end_time"),
+            body.label,
+            body.accepted,
+            body.confidence,
+        )
+
+    @app.get("/annotations/export", tags=["patterns"], response_model=schemas.AnnotationExport)
+    def annotations_export(
+        patterns: Patterns,
+        symbol: Annotated[str | None, Query(pattern=schemas.SYMBOL_PATTERN)] = None,
+        min_confidence: Annotated[float, Query(ge=0, le=1)] = 0.0,
+    ) -> dict[str, Any]:
+        """The stored annotations (files, feedback) in the pipeline's annotation JSON format."""
+        return patterns.export(symbol, min_confidence)
 
     # -- dashboard --------------------------------------------------------------------------------
 

@@ -165,3 +165,96 @@ class ErrorBody(BaseModel):
     detail: str
     field: str | None = None
     row: int | str | None = None
+
+
+# -- chart patterns ---------------------------------------------------------------------------------
+
+
+class PatternModelInfo(BaseModel):
+    name: str
+    version: str
+    kind: str = Field(description="rf (random forest) or hgb (histogram gradient boosting)")
+    uri: str
+    gate: str | None
+    classes: list[str]
+
+
+class PatternLabel(BaseModel):
+    name: str
+    colour: str
+    kind: Literal["candlestick", "chart"]
+
+
+class PatternLabels(BaseModel):
+    model_info: PatternModelInfo
+    labels: list[PatternLabel]
+
+
+class PatternPredictRequest(Strict):
+    """Spans over raw ``candles`` (checked by the candle contract) or, without them, over the stored
+    candles of ``symbol`` in ``[start, end)`` (default: the newest 720)."""
+
+    symbol: str = Field(pattern=SYMBOL_PATTERN, examples=["BTCUSDT"])
+    kind: Literal["rf", "hgb"] | None = Field(default=None, description="default: the first with a champion")
+    min_confidence: float = Field(
+        default=0.0, ge=0, le=1, description="drop spans below this mean confidence"
+    )
+    candles: list[Candle] | None = None
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+
+class PredictedSpan(BaseModel):
+    symbol: str
+    start_time: str = Field(description="open time of the span's first candle")
+    end_time: str = Field(description="open time of its last candle (inclusive)")
+    label: str
+    confidence: float = Field(description="mean of the per-candle top probability")
+    candles: int
+
+
+class SpanDisagreement(BaseModel):
+    kind: Literal["missed_by_model", "missed_by_human", "label_mismatch"]
+    start_time: str
+    end_time: str
+    human_label: str | None
+    predicted_label: str | None
+    iou: float
+
+
+class PatternPrediction(BaseModel):
+    symbol: str
+    model_info: PatternModelInfo
+    spans: list[PredictedSpan]
+    disagreements: list[SpanDisagreement] = Field(
+        description="against the stored human annotations of the same period (IoU > 0.5 corresponds)"
+    )
+
+
+class FeedbackRequest(Strict):
+    """A verdict on a predicted span: accepted → a ``human`` annotation with its label; dismissed → a
+    ``human_correction`` labelled ``O`` with the model's prediction attached."""
+
+    symbol: str = Field(pattern=SYMBOL_PATTERN, examples=["BTCUSDT"])
+    start_time: dt.datetime
+    end_time: dt.datetime
+    label: str = Field(min_length=1, max_length=64, description="the predicted label")
+    accepted: bool
+    confidence: float = Field(default=1.0, ge=0, le=1)
+
+
+class AnnotationRecord(BaseModel):
+    symbol: str
+    interval: str
+    start_time: str
+    end_time: str
+    label: str
+    confidence: float
+    source: Literal["human", "human_correction", "model"]
+    model_prediction: str | None = None
+
+
+class AnnotationExport(BaseModel):
+    format: str
+    version: int
+    annotations: list[AnnotationRecord]

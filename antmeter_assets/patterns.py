@@ -154,6 +154,9 @@ def pattern_dataset(
             "days": f"{present[0]} .. {present[-1]}",
             "symbols": ", ".join(symbols),
             "human_annotations": len(human),
+            "annotations_by_source": dg.MetadataValue.json(
+                {k: int(v) for k, v in human.groupby("source").size().items()}
+            ),
             "spans_per_label": dg.MetadataValue.json(stats["spans_per_label"]),
             "class_distribution": dg.MetadataValue.json(stats["class_distribution"]),
             "mean_span_length": dg.MetadataValue.json(stats["mean_span_length"]),

@@ -12,8 +12,10 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from antmeter.learn.bundle import SERVING_FILE, ServingModel
 
@@ -68,7 +70,7 @@ class ServedChampion:
 
     name: str
     version: str
-    model: ServingModel
+    model: ServingModel  # or what the cache's ``load`` returns (e.g. a PatternBundle)
     tags: dict[str, str]
 
     @property
@@ -81,13 +83,24 @@ class ChampionCache:
     and cached by version: a moved alias is picked up by the next call, with no restart and no shared
     local files (the bundle is downloaded from the artifact store into ``cache_dir`` once per version).
 
-    ``refresh_s`` bounds how often the alias is looked up per name (0: on every call).
+    ``refresh_s`` bounds how often the alias is looked up per name (0: on every call). ``load`` turns a
+    downloaded bundle directory into the served model (default: the direction models' ONNX bundle), and
+    ``marker`` is the file whose presence says a cached download is complete (e.g. the pattern
+    classifiers: ``PatternBundle.load`` and ``pattern_model.json``).
     """
 
-    def __init__(self, client, cache_dir: Path, refresh_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        client,
+        cache_dir: Path,
+        refresh_s: float = 0.0,
+        load: Callable[[Path], Any] = ServingModel.load,
+        marker: str = SERVING_FILE,
+    ) -> None:
         self.client = client
         self.cache_dir = Path(cache_dir)
         self.refresh_s = refresh_s
+        self.load, self.marker = load, marker
         self._loaded: dict[tuple[str, str], ServedChampion] = {}
         self._current: dict[str, tuple[float, ServedChampion | None]] = {}
         self._lock = threading.Lock()
@@ -107,7 +120,7 @@ class ChampionCache:
         key = (version.name, str(version.version))
         if key not in self._loaded:
             target = self.cache_dir / _safe_name(version.name) / f"v{version.version}"
-            if not (target / SERVING_FILE).exists():
+            if not (target / self.marker).exists():
                 self.cache_dir.mkdir(parents=True, exist_ok=True)
                 staging = Path(tempfile.mkdtemp(prefix=".download-", dir=self.cache_dir))
                 bundle = download_version(version, staging)
@@ -115,11 +128,11 @@ class ChampionCache:
                 try:
                     os.replace(bundle, target)
                 except OSError:  # another process won the race: its copy is complete
-                    if not (target / SERVING_FILE).exists():
+                    if not (target / self.marker).exists():
                         raise
                 shutil.rmtree(staging, ignore_errors=True)
             self._loaded[key] = ServedChampion(
-                version.name, str(version.version), ServingModel.load(target), dict(version.tags or {})
+                version.name, str(version.version), self.load(target), dict(version.tags or {})
             )
         return self._loaded[key]
 

@@ -157,3 +157,151 @@ def test_classifier_logged_registered_and_gated(trained, kind):
     )
     found = disagreements(human, spans[spans["candles"] >= 10])
     assert set(found["kind"]) <= set(DISAGREEMENT_KINDS)
+
+
+# ----------------------------------------------------------------------------- served through the API
+TOKEN = "pattern-operator-token"
+
+
+@pytest.fixture(scope="module")
+def pattern_api(trained, tmp_path_factory):
+    """The API app over the trained pipeline's store and MLflow registry (operator token set). When the
+    gate declined both classifiers' first version, an operator moves the alias to the rf candidate, as
+    one may in the MLflow UI: these tests are about serving, not about the gate (tested above)."""
+    from starlette.testclient import TestClient
+
+    from antmeter.live.service import ServiceSettings
+    from antmeter.market.simulator import SimulatorConfig
+    from antmeter_api.app import build_service, create_app
+    from antmeter_api.settings import ApiSettings
+
+    pipeline, first, _ = trained
+    mlflow = pipeline.resources["mlflow"]
+    client = mlflow.client()
+    names = [mlflow.registered_name(f"pattern-{kind}") for kind in ("rf", "hgb")]
+    if all(versions.champion(client, name) is None for name in names):
+        client.set_registered_model_alias(
+            names[0], versions.CHAMPION, metadata(first, "pattern_rf_classifier")["model_version"]
+        )
+    settings = ApiSettings(
+        store_url=pipeline.store_url,
+        tracking_uri=mlflow.tracking_uri,
+        cache_dir=tmp_path_factory.mktemp("api") / "champions",
+        dagster_url="http://127.0.0.1:9",
+        operator_token=TOKEN,
+        service=ServiceSettings(model_types=("lstm",), simulator=SimulatorConfig(plant_patterns=True)),
+    )
+    with TestClient(create_app(settings, build_service(settings)), raise_server_exceptions=False) as api:
+        yield api
+
+
+def test_api_serves_the_champion_pattern_classifier_and_its_labels(trained, pattern_api):
+    pipeline, _, days = trained
+    labels = pattern_api.get("/patterns/labels").json()
+    info = labels["model_info"]
+    assert info["uri"] == f"models:/{info['name']}@champion" and info["kind"] in ("rf", "hgb")
+    names = {label["name"] for label in labels["labels"]}
+    assert names == set(info["classes"]) - {"O"} and {"double_top", "head_and_shoulders"} <= names
+    assert all(label["colour"].startswith("#") for label in labels["labels"])
+    assert pattern_api.get("/patterns/labels?kind=xgb").status_code == 422
+
+    # the stored candles of the last annotated day: the same spans as the bundle over those candles
+    day = pd.Timestamp(days[-1], tz="UTC")
+    body = {"symbol": "BTCUSDT", "start": day.isoformat(), "end": (day + pd.Timedelta(hours=12)).isoformat()}
+    answer = pattern_api.post("/patterns/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    spans = pd.DataFrame(answer.json()["spans"])
+    assert len(spans) > 3 and spans["confidence"].between(0, 1).all()
+    assert (pd.to_datetime(spans["start_time"]) >= day - pd.Timedelta(hours=1)).all()
+    assert (pd.to_datetime(spans["start_time"]) < day + pd.Timedelta(hours=12)).all()
+    found = answer.json()["disagreements"]
+    assert found and {d["kind"] for d in found} <= set(DISAGREEMENT_KINDS)
+    confident = pattern_api.post("/patterns/predict", json={**body, "min_confidence": 0.9}).json()["spans"]
+    assert all(s["confidence"] >= 0.9 for s in confident) and len(confident) <= len(spans)
+
+    # raw candles in the request: checked by the candle contract (a bad row is named, nothing crashes)
+    candles = pipeline.market().read_candles("BTCUSDT", "1m", day, day + pd.Timedelta(hours=6))
+    rows = [
+        {**r, "open_time": r["open_time"].isoformat()}
+        for r in candles[["open_time", "open", "high", "low", "close", "volume"]].to_dict("records")
+    ]
+    raw = pattern_api.post("/patterns/predict", json={"symbol": "BTCUSDT", "candles": rows})
+    assert raw.status_code == 200 and raw.json()["spans"]
+    rows[7]["high"] = rows[7]["low"] / 2
+    bad = pattern_api.post("/patterns/predict", json={"symbol": "BTCUSDT", "candles": rows})
+    assert bad.status_code == 422 and bad.json()["field"] == "high" and "row 7" in bad.json()["detail"]
+    unknown = pattern_api.post("/patterns/predict", json={"symbol": "DOGEUSDT"})
+    assert unknown.status_code == 404 and unknown.json()["field"] == "symbol"
+
+
+def test_feedback_is_stored_exported_and_counted_by_the_next_dataset(trained, pattern_api):
+    pipeline, _, days = trained
+    day = pd.Timestamp(days[-1], tz="UTC")
+    body = {"symbol": "ETHUSDT", "start": day.isoformat(), "end": (day + pd.Timedelta(hours=12)).isoformat()}
+    spans = pattern_api.post("/patterns/predict", json=body).json()["spans"]
+    accept, dismiss = spans[0], spans[1]
+    verdict = {"symbol": "ETHUSDT", "confidence": 0.9}
+    before = pattern_api.get("/annotations/export").json()["annotations"]
+
+    # writes need the operator token
+    refused = pattern_api.post(
+        "/patterns/feedback",
+        json={
+            **verdict,
+            "start_time": accept["start_time"],
+            "end_time": accept["end_time"],
+            "label": accept["label"],
+            "accepted": True,
+        },
+    )
+    assert refused.status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    for span, accepted in ((accept, True), (dismiss, False)):
+        stored = pattern_api.post(
+            "/patterns/feedback",
+            headers=auth,
+            json={
+                **verdict,
+                "start_time": span["start_time"],
+                "end_time": span["end_time"],
+                "label": span["label"],
+                "accepted": accepted,
+            },
+        )
+        assert stored.status_code == 200, stored.text
+    backwards = pattern_api.post(
+        "/patterns/feedback",
+        headers=auth,
+        json={
+            **verdict,
+            "start_time": (pd.Timestamp(accept["end_time"]) + pd.Timedelta(minutes=5)).isoformat(),
+            "end_time": accept["start_time"],
+            "label": accept["label"],
+            "accepted": True,
+        },
+    )
+    assert backwards.status_code == 422 and "feedback" in backwards.json()["detail"]
+
+    # both verdicts are in the export, in the pipeline's own annotation format ...
+    export = pattern_api.get("/annotations/export?symbol=ETHUSDT").json()
+    assert export["format"] == "antmeter-annotations" and export["version"] == 1
+    new = [a for a in export["annotations"] if a["source"] != "model" and a not in before]
+    by_start = {a["start_time"]: a for a in new}
+    accepted_record = by_start[pd.Timestamp(accept["start_time"]).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    dismissed_record = by_start[pd.Timestamp(dismiss["start_time"]).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    assert accepted_record["label"] == accept["label"] and accepted_record["source"] == "human"
+    assert dismissed_record["label"] == "O" and dismissed_record["source"] == "human_correction"
+    assert dismissed_record["model_prediction"] == dismiss["label"]
+    from antmeter.market.annotations import parse_annotations
+
+    assert len(parse_annotations(export, ["BTCUSDT", "ETHUSDT"])) == len(export["annotations"])
+
+    # ... and the next training dataset counts them
+    result = pipeline.materialize([patterns.pattern_dataset])
+    assert result.success, step_error(result)
+    meta = metadata(result, "pattern_dataset")
+    shipped = metadata(trained[1], "pattern_dataset")
+    assert meta["human_annotations"] == shipped["human_annotations"] + 2
+    assert meta["annotations_by_source"].get("human_correction", 0) == (
+        shipped["annotations_by_source"].get("human_correction", 0) + 1
+    )

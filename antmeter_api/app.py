@@ -548,6 +548,11 @@ def create_app(settings: ApiSettings | None = None, service: InferenceService | 
 
     # -- chart patterns ---------------------------------------------------------------------------
 
+    @app.get("/patterns/models", tags=["patterns"], response_model=schemas.PatternModels)
+    def pattern_models(patterns: Patterns) -> dict[str, Any]:
+        """Each pattern classifier (``rf``, ``hgb``): its registered name and its champion, if any."""
+        return {"models": patterns.models()}
+
     @app.get("/patterns/labels", tags=["patterns"], response_model=schemas.PatternLabels)
     def pattern_labels(patterns: Patterns, kind: Literal["rf", "hgb"] | None = None) -> dict[str, Any]:
         """The champion pattern classifier's labels with their chart colours (``O``, no pattern, left out)."""

@@ -179,6 +179,16 @@ class PatternModelInfo(BaseModel):
     classes: list[str]
 
 
+class PatternModel(BaseModel):
+    kind: str
+    name: str
+    champion: PatternModelInfo | None
+
+
+class PatternModels(BaseModel):
+    models: list[PatternModel]
+
+
 class PatternLabel(BaseModel):
     name: str
     colour: str

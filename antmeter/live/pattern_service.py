@@ -58,6 +58,20 @@ class PatternService:
             field="kind",
         )
 
+    def models(self) -> list[dict[str, Any]]:
+        """Each pattern classifier kind: its registered name and champion (None before one is promoted)."""
+        out = []
+        for kind in PATTERN_KINDS:
+            served = self.champions.get(self.registered_name(kind))
+            out.append(
+                {
+                    "kind": kind,
+                    "name": self.registered_name(kind),
+                    "champion": None if served is None else self.model_info(kind, served),
+                }
+            )
+        return out
+
     @staticmethod
     def model_info(kind: str, served: ServedChampion) -> dict[str, Any]:
         bundle: PatternBundle = served.model

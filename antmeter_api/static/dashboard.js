@@ -12,7 +12,10 @@
   const toSeconds = (iso) => Math.floor(Date.parse(iso) / 1000);
 
   const state = { symbol, horizon: null, horizons: [], candles: [], predictions: [], outcomes: null,
-                  models: null, refreshes: 0, outcomesQuery: null, lastError: null };
+                  models: null, refreshes: 0, outcomesQuery: null, lastError: null,
+                  patterns: { model: null, labels: [], spans: [], disagreements: [], verdicts: {} } };
+  let predictionMarkers = [];
+  let patternMarkers = [];
   const chart = LW.createChart(document.getElementById("chart"), {
     layout: { background: { color: "#161c24" }, textColor: "#d8dee9" },
     grid: { vertLines: { color: "#1f2630" }, horzLines: { color: "#1f2630" } },
@@ -29,7 +32,16 @@
     timeScale: { timeVisible: true }, autoSize: true,
   });
   const rollingSeries = {};
-  window.antmeter = { state, chart, candleSeries, markers, probSeries, rollingSeries };
+  window.antmeter = { state, chart, candleSeries, markers, probSeries, rollingSeries,
+                      shownMarkers: () => markers.markers() };
+
+  async function postJSON(path, body, headers = {}) {
+    const response = await fetch(path, { method: "POST", body: JSON.stringify(body),
+                                         headers: { accept: "application/json", "content-type": "application/json", ...headers } });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error(`${path}: ${response.status} ${answer.detail || ""}`);
+    return answer;
+  }
 
   async function getJSON(path) {
     const response = await fetch(path, { headers: { accept: "application/json" } });
@@ -97,8 +109,8 @@
         });
       }
     });
-    allMarkers.sort((a, b) => a.time - b.time);
-    markers.setMarkers(allMarkers);
+    predictionMarkers = allMarkers;
+    renderMarkers();
     document.getElementById("legend").innerHTML = legend.join(" &nbsp; ") || "no stored predictions yet";
   }
 
@@ -129,6 +141,94 @@
       const points = new Map(rows.map((r) => [toSeconds(r.window_end), r.accuracy]));
       rollingSeries[predictor].setData([...points].sort((a, b) => a[0] - b[0]).map(([time, value]) => ({ time, value })));
     }
+  }
+
+  function renderMarkers() {
+    const candleTimes = new Set(state.candles.map((c) => toSeconds(c.open_time)));
+    const shown = [...predictionMarkers, ...patternMarkers.filter((m) => candleTimes.has(m.time))];
+    markers.setMarkers(shown.sort((a, b) => a.time - b.time));
+  }
+
+  // -- chart patterns: predicted spans, disagreements with the annotations, accept / dismiss ---------
+  const spanKey = (s) => `${s.start_time}|${s.end_time}|${s.label}`;
+
+  async function loadPatterns() {
+    const p = state.patterns;
+    if (!p.model) {
+      const models = await getJSON("/patterns/models");
+      const served = models.models.find((m) => m.champion);
+      const status = document.getElementById("pattern-status");
+      if (!served) { status.textContent = "no pattern classifier is serving yet"; return; }
+      p.model = served.champion;
+      p.labels = (await getJSON(`/patterns/labels?kind=${served.kind}`)).labels;
+      const select = document.getElementById("pattern-label");
+      for (const l of p.labels) select.add(new Option(l.name, l.name));
+      select.onchange = renderPatterns;
+      document.getElementById("pattern-confidence").onchange = () => loadPatterns().catch(fail);
+    }
+    const start = state.candles.length ? state.candles[0].open_time : null;
+    const minConfidence = Number(document.getElementById("pattern-confidence").value) || 0;
+    const body = await postJSON("/patterns/predict", { symbol, kind: p.model.kind, min_confidence: minConfidence,
+                                                       ...(start ? { start } : {}) });
+    p.spans = body.spans;
+    p.disagreements = body.disagreements;
+    p.minConfidence = minConfidence;
+    renderPatterns();
+  }
+
+  function renderPatterns() {
+    const p = state.patterns;
+    const colour = Object.fromEntries(p.labels.map((l) => [l.name, l.colour]));
+    const only = document.getElementById("pattern-label").value;
+    const spans = p.spans.filter((s) => !only || s.label === only);
+    const against = new Map(p.disagreements.filter((d) => d.predicted_label)
+      .map((d) => [`${d.start_time}|${d.end_time}|${d.predicted_label}`, d.kind]));
+    patternMarkers = spans.map((s) => ({ time: toSeconds(s.start_time), position: "aboveBar", shape: "square",
+      color: colour[s.label] || "#aaa", text: s.label, id: `span|${spanKey(s)}` }));
+    renderMarkers();
+    const body = document.querySelector("#patterns tbody");
+    body.replaceChildren();
+    for (const s of spans) {
+      const tr = document.createElement("tr");
+      const key = spanKey(s);
+      const kind = against.get(key) || "";
+      Object.assign(tr.dataset, { start: s.start_time, end: s.end_time, label: s.label, disagreement: kind });
+      if (kind) tr.classList.add("disagreement");
+      tr.innerHTML = `<td><span style="color:${colour[s.label] || "#aaa"}">■</span> ${s.label}</td>
+        <td>${s.start_time.slice(0, 16)}</td><td>${s.end_time.slice(11, 16)}</td><td class="num">${s.candles}</td>
+        <td class="num">${(100 * s.confidence).toFixed(0)}%</td><td>${kind.replaceAll("_", " ")}</td><td></td>`;
+      const verdict = tr.lastElementChild;
+      if (p.verdicts[key]) {
+        verdict.textContent = p.verdicts[key];
+      } else {
+        for (const [text, accepted] of [["accept", true], ["dismiss", false]]) {
+          const button = document.createElement("button");
+          button.textContent = text;
+          button.className = text;
+          button.onclick = () => sendVerdict(s, accepted).catch(fail);
+          verdict.appendChild(button);
+        }
+      }
+      body.appendChild(tr);
+    }
+    document.getElementById("pattern-status").textContent =
+      `${p.model.name} v${p.model.version}: ${spans.length} spans, ${against.size} unlike the annotations`;
+  }
+
+  async function sendVerdict(span, accepted) {
+    const token = document.getElementById("operator-token").value.trim();
+    const status = document.getElementById("pattern-status");
+    if (!token) { status.textContent = "enter the operator token to save a verdict"; return; }
+    await postJSON("/patterns/feedback", { symbol, start_time: span.start_time, end_time: span.end_time,
+                                           label: span.label, accepted }, { authorization: `Bearer ${token}` });
+    state.patterns.verdicts[spanKey(span)] = accepted ? "accepted" : "dismissed";
+    renderPatterns();
+    status.textContent = `saved: ${span.label} ${span.start_time.slice(11, 16)} ${accepted ? "accepted" : "dismissed"}`;
+  }
+
+  function fail(error) {
+    state.lastError = String(error);
+    document.getElementById("pattern-status").textContent = `patterns: ${error.message}`;
   }
 
   function renderGauge() {
@@ -171,6 +271,7 @@
       renderPredictions();
       renderAccuracy();
       renderGauge();
+      await loadPatterns();
       state.refreshes += 1;
       state.lastError = null;
       document.getElementById("status").textContent =

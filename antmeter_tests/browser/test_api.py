@@ -4,9 +4,10 @@ Unit-level requests go through httpx's ASGI transport (Starlette's ``TestClient`
 runs as a real subprocess on loopback for the wire tests, the dashboard (headless Chromium) and the
 operator actions (a real ``dagster-webserver`` on the same instance).
 
-The fill: the shared ``filled_pipeline`` (1 symbol, 2 days) when it yields a champion; when its gate
-rejects the candidate (171 windows rarely beat the baselines), the same main job runs once more in its
-own directories on 2 symbols x 3 days, the ``ci`` preset and a stronger simulated signal, which does.
+The fill: the main job in its own directories on 2 symbols x 3 days, the ``ci`` preset and a stronger
+simulated signal (the shared ``filled_pipeline`` has 1 symbol: too few windows to beat the baselines,
+and no pattern phase, whose shipped annotations name 2 symbols). It trains the direction model and
+the pattern classifiers; where a gate declines the first version, an operator moves the alias.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from antmeter_tests.browser.conftest import REPO, screenshot
 pytestmark = pytest.mark.timeout(3600)  # the fills run the main job (minutes; far longer on a busy machine)
 SERVED_FILL_TIMEOUT_S = 2400
 MODEL = "antmeter-lstm"
+PATTERN_MODEL = "antmeter-pattern-rf"
 TOKEN = "operator-token-for-tests"
 # The INT8 bundle quantizes activations dynamically (scales from each batch), so a window's probabilities
 # move by up to ~0.005 with the batch it is scored in (the asset scores 2,048 windows a batch, a request a
@@ -51,7 +53,6 @@ class Served:
     env: dict[str, str]
     symbols: tuple[str, ...]
     version: str
-    shared: bool  # the shared fill itself yielded the champion
     gated: bool = True  # the gate promoted it (else an operator moved the alias to it)
 
     @property
@@ -74,10 +75,7 @@ def champion_version(env: dict[str, str]) -> str | None:
 
 @pytest.fixture(scope="package")
 def served(filled_pipeline, tmp_path_factory) -> Served:
-    """A store and registry with a serving champion, filled by the main job."""
-    version = champion_version(filled_pipeline.env)
-    if version is not None:
-        return Served(filled_pipeline.env, (filled_pipeline.symbol,), version, True)
+    """A store and registry with a serving champion (and pattern classifier), filled by the main job."""
     root = tmp_path_factory.mktemp("served_pipeline")
     (root / "dagster_home").mkdir()
     (root / "dagster_home" / "dagster.yaml").write_text((REPO / "deploy/local/dagster.yaml").read_text())
@@ -99,29 +97,38 @@ def served(filled_pipeline, tmp_path_factory) -> Served:
         timeout=SERVED_FILL_TIMEOUT_S,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-8000:]
+    operator_promotes_latest(env, PATTERN_MODEL, only_without_champion=True)
     version = champion_version(env)
     gated = version is not None
     if not gated:
-        version = operator_promotes_latest(env)
+        version = operator_promotes_latest(env, MODEL)
         today = pd.Timestamp.now(tz="UTC").date()
         for symbol in ("BTCUSDT", "ETHUSDT"):  # the live loop's next steps, with the champion serving
             dagster(env, "--select", "ohlcv", "--partition", f"{today}|{symbol}")
         dagster(env, "--select", "predictions")
         dagster(env, "--select", "verification_report")
-    return Served(env, ("BTCUSDT", "ETHUSDT"), version, False, gated)
+    return Served(env, ("BTCUSDT", "ETHUSDT"), version, gated)
 
 
-def operator_promotes_latest(env: dict[str, str]) -> str:
-    """When the significance gate declined the fill's (pipeline-trained, registered) candidate, an
-    operator moves the alias to it, as one may in the MLflow UI: these tests are about serving a
-    champion, not about the gate's decision (the gate has its own tests)."""
+def operator_promotes_latest(env: dict[str, str], name: str, only_without_champion: bool = False) -> str:
+    """When the gate declined the fill's (pipeline-trained, registered) candidate, an operator moves
+    the alias to it, as one may in the MLflow UI: these tests are about serving a champion, not about
+    the gate's decision (the gates have their own tests)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     client = mlflow.MlflowClient(
         tracking_uri=env["MLFLOW_TRACKING_URI"], registry_uri=env["MLFLOW_TRACKING_URI"]
     )
-    latest = max(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
-    client.set_registered_model_alias(MODEL, "champion", latest.version)
+    if only_without_champion:
+        try:
+            return str(client.get_model_version_by_alias(name, "champion").version)
+        except MlflowException:
+            pass
+    registered = client.search_model_versions(f"name = '{name}'")
+    assert registered, f"the fill registered no version of {name}"
+    latest = max(registered, key=lambda v: int(v.version))
+    client.set_registered_model_alias(name, "champion", latest.version)
     return str(latest.version)
 
 
@@ -708,7 +715,10 @@ def page_state(page) -> dict:
           lastError: a.state.lastError,
           outcomesQuery: a.state.outcomesQuery,
           candles: a.candleSeries.data().map((c) => [c.time, c.close]),
-          markers: a.markers.markers().map((m) => m.time),
+          markers: a.markers.markers().filter((m) => !String(m.id).startsWith('span|')).map((m) => m.time),
+          spanMarkers: a.markers.markers().filter((m) => String(m.id).startsWith('span|')).map((m) => [m.time, m.text]),
+          patternRows: [...document.querySelectorAll('#patterns tbody tr')].map((tr) => ({...tr.dataset})),
+          patternStatus: document.getElementById('pattern-status').textContent,
           probs: Object.fromEntries(Object.entries(a.probSeries).map(([k, s]) => [k, s.data().map((p) => [p.time, p.value])])),
           accuracy: [...document.querySelectorAll('#accuracy tbody tr')].map((tr) => ({...tr.dataset})),
           newest: document.getElementById('newest').dataset.predictionTime || null,
@@ -786,3 +796,71 @@ def test_dashboard_shows_stored_candles_predictions_and_outcomes_and_updates_liv
     (series,) = state["probs"].values()
     assert series[-1][0] == int(new["prediction_time"].max().timestamp())
     assert page.console_errors == []
+
+
+def latest_metadata(env: dict[str, str], asset: str) -> dict:
+    """The newest materialization's metadata of ``asset`` on the fill's instance."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+        assert event is not None, f"{asset} was never materialized"
+        return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def test_dashboard_overlays_pattern_spans_and_saves_verdicts_for_the_next_dataset(page, api_server, served):
+    before = latest_metadata(served.env, "pattern_dataset")
+    page.goto(f"{api_server}/dashboard/{served.symbol}?refresh=3600")  # no refresh while clicking
+    state = wait_state(page, lambda s: s["refreshes"] >= 1 and "spans" in s["patternStatus"], 90)
+    assert state["lastError"] is None and "spans" in state["patternStatus"], state
+    page.fill("#pattern-confidence", "0")
+    page.dispatch_event("#pattern-confidence", "change")
+    page.wait_for_function("() => window.antmeter.state.patterns.minConfidence === 0", timeout=60_000)
+    state = page_state(page)
+    assert len(state["patternRows"]) >= 2, state["patternStatus"]
+
+    # the table and the chart hold the API's spans over the shown candles, each drawn at its first candle
+    start = pd.Timestamp.fromtimestamp(state["candles"][0][0], tz="UTC")
+    with httpx.Client(base_url=api_server, timeout=60) as http:
+        body = {"symbol": served.symbol, "kind": "rf", "start": start.isoformat(), "min_confidence": 0}
+        spans = http.post("/patterns/predict", json=body).json()["spans"]
+    listed = [(r["start"], r["end"], r["label"]) for r in state["patternRows"]]
+    assert listed == [(s["start_time"], s["end_time"], s["label"]) for s in spans]
+    starts = [(int(pd.Timestamp(s["start_time"]).timestamp()), s["label"]) for s in spans]
+    shown = sorted(m for m in starts if m[0] >= state["candles"][0][0])
+    assert sorted(map(tuple, state["spanMarkers"])) == shown
+    screenshot(page, "dashboard_patterns")
+
+    # an operator accepts the first span and dismisses the second, on the page
+    page.fill("#operator-token", TOKEN)
+    accepted, dismissed = state["patternRows"][0], state["patternRows"][1]
+    page.locator("#patterns tbody tr").nth(0).locator("button.accept").click()
+    page.wait_for_function("() => document.getElementById('pattern-status').textContent.includes('accepted')")
+    page.locator("#patterns tbody tr").nth(1).locator("button.dismiss").click()
+    page.wait_for_function(
+        "() => document.getElementById('pattern-status').textContent.includes('dismissed')"
+    )
+    verdicts = [
+        tr.locator("td").last.inner_text().strip() for tr in page.locator("#patterns tbody tr").all()[:2]
+    ]
+    assert verdicts == ["accepted", "dismissed"]
+
+    # both are in the next export, in the pipeline's annotation format ...
+    with httpx.Client(base_url=api_server, timeout=60) as http:
+        export = http.get("/annotations/export", params={"symbol": served.symbol}).json()
+    at = {a["start_time"]: a for a in export["annotations"] if a["source"] != "model"}
+
+    def record(row: dict) -> dict:
+        return at[pd.Timestamp(row["start"]).strftime("%Y-%m-%dT%H:%M:%SZ")]
+
+    assert record(accepted)["source"] == "human" and record(accepted)["label"] == accepted["label"]
+    assert record(dismissed)["source"] == "human_correction" and record(dismissed)["label"] == "O"
+    assert record(dismissed)["model_prediction"] == dismissed["label"]
+
+    # ... and the next training dataset counts them
+    dagster(served.env, "--select", "annotations,pattern_dataset")
+    after = latest_metadata(served.env, "pattern_dataset")
+    assert after["human_annotations"] == before["human_annotations"] + 2
+    assert after["annotations_by_source"].get("human_correction", 0) == (
+        before["annotations_by_source"].get("human_correction", 0) + 1
+    )

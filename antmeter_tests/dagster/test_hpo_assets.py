@@ -60,7 +60,8 @@ def test_study_in_postgres_feeds_the_candidate_and_resumes(instance, tmp_path, p
     tuned = json.loads((pipeline.data_dir / "models" / "lstm" / "tuned.json").read_text())
     assert tuned["params"] == study.best_params
 
-    client = mlflow.MlflowClient(tracking_uri=pipeline.resources["mlflow"].tracking_uri)
+    uri = pipeline.resources["mlflow"].tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     parent = client.get_run(meta["mlflow_run_id"])
     assert parent.data.tags["antmeter/kind"] == "hpo"
     assert {"hpo/optimization_history.png", "hpo/parameter_importance.png"} <= {

@@ -110,7 +110,8 @@ def ensure_champion(topology: Topology) -> str:
 
     from antmeter.registry import versions
 
-    client = MlflowClient(tracking_uri=topology.code_env["MLFLOW_TRACKING_URI"])
+    uri = topology.code_env["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     [newest] = client.search_model_versions(
         "name = 'antmeter-lstm'", max_results=1, order_by=["version_number DESC"]
     )

@@ -48,9 +48,12 @@ def client(tmp_path):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # tracking and registry both here: an earlier test in this process may have pointed the fluent
+    # API's registry elsewhere (MlflowResource.client() sets both)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     experiment = mlflow.create_experiment("cache", artifact_location=(tmp_path / "artifacts").as_uri())
-    yield MlflowClient(uri), experiment
+    yield MlflowClient(tracking_uri=uri, registry_uri=uri), experiment
 
 
 def _register(client, experiment, tmp_path: Path, seed: int):

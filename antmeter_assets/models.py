@@ -204,6 +204,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             preset=settings.preset,
             primary_horizon=settings.primary_horizon,
             seeds=tuple(settings.seeds),
+            holdout_fraction=settings.holdout_fraction,
             tuned=tuned,
             **config.recipe_overrides(),
         )

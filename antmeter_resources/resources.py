@@ -107,6 +107,8 @@ class AntmeterSettings(dg.ConfigurableResource):
     promotion_margin: float = 0.0
     promotion_level: float = 0.05
     promotion_min_effective_samples: float = 50.0
+    # the newest share of the training window's sample times the gate scores on (more rows: more power)
+    holdout_fraction: float = Field(default=0.15, gt=0.0, lt=0.5)
     seeds: list[int] = [0]
     stale_after_minutes: int = 10
     fee_bps: float = 10.0

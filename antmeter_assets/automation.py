@@ -18,9 +18,9 @@ import pandas as pd
 
 from antmeter.market.redaction import get_logger
 from antmeter.market.symbols import InvalidSymbolError, validate_symbol
-from antmeter_assets import jobs
+from antmeter_assets import jobs, models
 from antmeter_assets.partitions import clock_is_configured, symbol_day_key, symbol_partitions, utc_now
-from antmeter_resources import AlertWebhookResource, AntmeterSettings
+from antmeter_resources import AlertWebhookResource, AntmeterSettings, MarketStoreResource
 
 DEFAULT_STATUS = (
     dg.DefaultScheduleStatus.RUNNING
@@ -191,9 +191,12 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     minimum_interval_seconds=SENSOR_INTERVAL_S,
     default_status=SENSOR_STATUS,
     description="Accuracy CUSUM of each serving champion → that model type's incremental retrain "
-    "(escalates to full); drift is a warning only.",
+    "(escalates to full; never repeats a rejected retrain on unchanged data); a type without a "
+    "champion gets a daily full retrain on new data; drift is a warning only.",
 )
-def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSettings):
+def retrain_on_drift(
+    context: dg.SensorEvaluationContext, settings: AntmeterSettings, store: MarketStoreResource
+):
     """Reads the newest verification report; decides per model type with the replay's policy function."""
     from antmeter.live.policy import PolicyInput, WindowStats, decide, run_key
 
@@ -208,15 +211,21 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSett
     stats = meta["policy_stats"].value if "policy_stats" in meta else {}
     now = pd.Timestamp(meta["as_of"].value) if "as_of" in meta else utc_now()
     policy = settings.retrain_policy()
+    entries = {name.rsplit("-", 1)[-1]: (name, entry) for name, entry in sorted(stats.items())}
+    unserved = {  # gated types that nothing serves: no report entry, judged by the no-champion rule
+        t: (t, {})
+        for t in models.MODEL_TYPES
+        if t not in entries and _gated_without_champion(context.instance, t)
+    }
+    window_now = _training_window(context.instance, settings, store)
     requests, decisions = [], {}
-    for model_name, entry in sorted(stats.items()):
-        model_type = model_name.rsplit("-", 1)[-1]
+    for model_type, (model_name, entry) in {**entries, **unserved}.items():
         if (model_type, "incremental") not in jobs.retrain_jobs:
             decisions[model_name] = {"action": "none", "reasons": [f"unknown model type {model_type!r}"]}
             continue
         history = gate_history(context.instance, model_type)
         serving = history.serving_version
-        if serving is not None and str(entry.get("model_version")) != serving:
+        if entry and serving is not None and str(entry.get("model_version")) != serving:
             decisions[model_name] = {
                 "action": "none",
                 "reasons": [f"stale: report judged v{entry.get('model_version')} but v{serving} serves"],
@@ -225,7 +234,10 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSett
         if retrain_in_progress(context.instance, model_type):
             decisions[model_name] = {"action": "none", "reasons": [f"a {model_type} retrain is in progress"]}
             continue
-        window = WindowStats(**{k: v for k, v in entry.items() if k in WindowStats.__dataclass_fields__})
+        counts = {"n": 0, "n_correct": 0, "n_effective": 0.0}
+        window = WindowStats(
+            **(counts | {k: v for k, v in entry.items() if k in WindowStats.__dataclass_fields__})
+        )
         decision = decide(
             policy,
             PolicyInput(
@@ -235,7 +247,13 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSett
                 last_retrain_at=history.last_ended_at,
                 consecutive_rejections=history.rejection_streak,
                 drift_warning=bool(entry.get("drift_warning")),
-                n_models=len(stats),
+                n_models=len(entries) + len(unserved),
+                serving=serving is not None,
+                repeats_rejected=frozenset(
+                    action
+                    for action in ("incremental", "full")
+                    if _next_retrain_key(action, window_now, serving) in history.rejected_keys
+                ),
             ),
         )
         decisions[model_name] = {"action": decision.action, "reasons": list(decision.reasons)}
@@ -258,13 +276,41 @@ def retrain_on_drift(context: dg.SensorEvaluationContext, settings: AntmeterSett
     return requests or dg.SkipReason(f"no retrain needed: {decisions}")
 
 
+def _training_window(
+    instance: dg.DagsterInstance, settings: AntmeterSettings, store: MarketStoreResource
+) -> dict:
+    """The data window a retrain launched now would read (as ``training_dataset`` computes it)."""
+    symbols = sorted(instance.get_dynamic_partitions("symbols"))
+    return models.training_window(settings, store.get(), symbols)
+
+
+def _next_retrain_key(action: str, window: dict, serving: str | None) -> str:
+    """The retrain key of the run the sensor would launch for ``action`` (its job's default config)."""
+    from antmeter.live.policy import retrain_key
+
+    config = models.TrainingRunConfig(
+        **({"mode": "incremental", **models.fine_tune_defaults()} if action == "incremental" else {})
+    )
+    return retrain_key(
+        action, data_window=window, run_config=models.run_config_key(config), base_version=serving
+    )
+
+
+def _gated_without_champion(instance: dg.DagsterInstance, model_type: str) -> bool:
+    """Whether this type has been through its gate and nothing serves (its candidates were refused)."""
+    history = gate_history(instance, model_type)
+    return history.last_ended_at is not None and history.serving_version is None
+
+
 class GateHistory(NamedTuple):
     """One model type's gate record: when its last retrain ended (the gate's clock), its consecutive
-    rejections (newest first, until a promotion) and the version its champion serves."""
+    rejections (newest first, until a promotion), the version its champion serves and the retrain keys
+    of its rejected candidates (among the records read)."""
 
     last_ended_at: pd.Timestamp | None
     rejection_streak: int
     serving_version: str | None
+    rejected_keys: frozenset[str] = frozenset()
 
 
 def gate_history(instance: dg.DagsterInstance, model_type: str, limit: int = 20) -> GateHistory:
@@ -278,7 +324,12 @@ def gate_history(instance: dg.DagsterInstance, model_type: str, limit: int = 20)
         streak += 1
     ended = next((pd.Timestamp(m["gated_at"].value) for m in metas if "gated_at" in m), None)
     serving = next((str(m["champion_version"].value) for m in metas if "champion_version" in m), None)
-    return GateHistory(ended, streak, None if serving == "none" else serving)
+    rejected = frozenset(
+        str(m["retrain_key"].value)
+        for m in metas
+        if "retrain_key" in m and "gate" in m and m["gate"].value == "rejected"
+    )
+    return GateHistory(ended, streak, None if serving == "none" else serving, rejected)
 
 
 def rejection_streak(instance: dg.DagsterInstance, model_type: str) -> int:

@@ -70,6 +70,20 @@ def training_days(settings: AntmeterSettings, available: list[str]) -> list[str]
     return usable[-settings.training_days :]
 
 
+def training_window(settings: AntmeterSettings, market, symbols: list[str]) -> dict[str, Any]:
+    """What a training run would read now: its days, symbols and feature settings (``days.json``)."""
+    return {
+        "days": training_days(settings, _materialized_days(market, symbols)),
+        "symbols": symbols,
+        "feature_config": settings.features.model_dump(mode="json"),
+    }
+
+
+def run_config_key(config: "TrainingRunConfig") -> dict[str, Any]:
+    """The part of a training run's config that changes its candidate (for the retrain key)."""
+    return {**config.recipe_overrides(), "use_tuned": config.use_tuned}
+
+
 @dg.asset(
     group_name="models",
     kinds={"numpy"},
@@ -91,12 +105,13 @@ def training_dataset(
 
     symbols = sorted(context.instance.get_dynamic_partitions("symbols"))
     market = store.get()
-    days = training_days(settings, _materialized_days(market, symbols))
+    window = training_window(settings, market, symbols)
+    days = window["days"]
     if not days:
         raise ValueError(
             "no complete days of features/labels before the serving window; run the harvest first"
         )
-    feature_config = settings.features.model_dump()
+    feature_config = window["feature_config"]
     columns = model_feature_columns(settings.feature_config())
     frames = {}
     for symbol in symbols:
@@ -111,9 +126,7 @@ def training_dataset(
     spec = DatasetSpec(window=60, stride=stride, horizons=tuple(settings.horizons), task=settings.task)
     samples = build_samples(frames, columns, spec, interval=settings.interval)
     directory = save_samples(samples, settings.path(*DATASET_DIR, "x").parent)
-    (directory / "days.json").write_text(
-        json.dumps({"days": days, "symbols": symbols, "feature_config": feature_config})
-    )
+    (directory / "days.json").write_text(json.dumps(window))
     fingerprint = dataset_fingerprint(samples)
     context.log.info(
         f"{len(samples)} samples from {len(days)} days x {len(symbols)} symbols; excluded {samples.excluded}"
@@ -178,6 +191,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         from antmeter.learn.datasets import load_samples
         from antmeter.learn.oracle import ORACLE
         from antmeter.learn.recipe import RecipeConfig, dataset_fingerprint, train_candidate
+        from antmeter.live.policy import retrain_key
         from antmeter.registry import versions
         from antmeter.registry.tracking import log_candidate, run_url, training_run
 
@@ -188,8 +202,8 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
         name = mlflow.registered_name(model_type)
         work = settings.path("runs", model_type, context.run_id, "x").parent
         base = None
+        champion = versions.champion(client, name)
         if config.mode == "incremental":
-            champion = versions.champion(client, name)
             if champion is None:
                 raise ValueError(
                     f"incremental retraining needs a champion of {name}; run the full training first"
@@ -247,6 +261,12 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             ),
             "baseline_proba_file": str(work / "holdout_baselines.npz"),
             "seed": result.chosen_seed,
+            "retrain_key": retrain_key(
+                config.mode,
+                data_window=days,
+                run_config=run_config_key(config),
+                base_version=None if champion is None else champion.version,
+            ),
         }
         np.savez(work / "holdout_baselines.npz", **result.holdout_baseline_proba)
         _manifest_path(settings, model_type, "candidate").write_text(json.dumps(manifest, default=str))
@@ -416,6 +436,7 @@ def run_gate(
             "dataset_fingerprint": fingerprint,
             "champion_fingerprint": champion_fingerprint or "none (re-scored on this dataset)",
             "gate_block": gate_info["block"],
+            "retrain_key": manifest.get("retrain_key", "none"),
             "gate_tests": dg.MetadataValue.json(record["tests"]),
             "baseline_scores": dg.MetadataValue.json(decision.baseline_scores),
             "mode": manifest["mode"],

@@ -112,13 +112,20 @@ def _without_preprocessing_hint() -> Iterator[None]:
 
 
 def quantize_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike[str]) -> Path:
-    """Dynamic INT8 quantization (QInt8 weights, activations quantized at run time) of an fp32 export."""
+    """Dynamic INT8 quantization (QInt8 weights, activations quantized at run time) of an fp32 export.
+
+    Weights per output channel with a 7-bit range: on x86 CPUs without VNNI (AVX2, AVX-512F) ONNX
+    Runtime's u8s8 kernels add pairs of products in int16 and saturate at full 8-bit range. Measured on
+    an AVX2 EPYC with the ci-preset LSTM: max |p_int8 - p_torch| 0.057 with the defaults, 0.026 with
+    ``reduce_range`` alone, 0.020 with both."""
     target = Path(int8_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         with _without_preprocessing_hint():
-            quantize_dynamic(str(fp32_path), str(tmp), weight_type=QuantType.QInt8)
+            quantize_dynamic(
+                str(fp32_path), str(tmp), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True
+            )
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -37,6 +37,16 @@ Control: nothing happens within ``cooldown_candles`` of the **end** of the type'
 (accepted or not). A trigger asks for an ``incremental`` retrain of that type, escalated to ``full``
 once its consecutive rejections reach ``max_consecutive_rejections``. Durations are in candles of
 ``interval``.
+
+No identical retrain twice. A retrain is deterministic in its recipe, its data window and the champion
+it starts from (:func:`retrain_key`). When the retrain a trigger asks for would repeat one that was
+already rejected (``PolicyInput.repeats_rejected``), an incremental request escalates to ``full`` at
+once, and a full one waits for new data (``awaiting_new_data``) instead of re-running the same
+computation to the same rejection.
+
+No champion. When nothing serves for a model type (its first candidate, or every one since, was
+refused by the gate), there are no verified rows to judge; the policy then asks for a ``full`` retrain
+once ``no_champion_retry_candles`` have passed since the last retrain ended, and only on new data.
 """
 
 from __future__ import annotations
@@ -68,6 +78,7 @@ class RetrainPolicy:
     arl_effective: float = 2000.0
     cooldown_candles: int = 60
     max_consecutive_rejections: int = 3
+    no_champion_retry_candles: int = 24 * 60
     horizon: int = 5
     window_candles: int = 24 * 60
     interval: str = "1m"
@@ -80,6 +91,7 @@ class RetrainPolicy:
             "arl_effective": self.arl_effective > 1,
             "cooldown_candles": self.cooldown_candles >= 0,
             "max_consecutive_rejections": self.max_consecutive_rejections >= 1,
+            "no_champion_retry_candles": self.no_champion_retry_candles >= 0,
             "horizon": self.horizon >= 1,
             "window_candles": self.window_candles >= 1,
         }
@@ -99,6 +111,10 @@ class RetrainPolicy:
     @property
     def cooldown_minutes(self) -> float:
         return self.cooldown_candles * self.candle / pd.Timedelta(minutes=1)
+
+    @property
+    def no_champion_retry_minutes(self) -> float:
+        return self.no_champion_retry_candles * self.candle / pd.Timedelta(minutes=1)
 
     def alarm_threshold(self, n_models: int = 1) -> float:
         """The CUSUM alarm level ``ln(arl_effective * tests * model types)``."""
@@ -132,7 +148,11 @@ class WindowStats:
 
 @dataclass(frozen=True)
 class PolicyInput:
-    """Everything :func:`decide` looks at."""
+    """Everything :func:`decide` looks at.
+
+    ``serving``: whether a champion of this type serves (False: nothing to judge, see "No champion");
+    ``repeats_rejected``: the actions whose retrain, launched now, would repeat an already rejected one
+    exactly (same :func:`retrain_key`)."""
 
     window: WindowStats
     max_psi: float | None
@@ -141,6 +161,8 @@ class PolicyInput:
     consecutive_rejections: int
     drift_warning: bool = False
     n_models: int = 1
+    serving: bool = True
+    repeats_rejected: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -339,6 +361,7 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
         "episode": None,
         "last_retrain_at": None if inp.last_retrain_at is None else str(inp.last_retrain_at),
         "minutes_since_retrain": None,
+        "serving": bool(inp.serving),
     }
     warning = (
         (f"drift_warning: persistent feature drift (max PSI {inp.max_psi:.3f}); warning only",)
@@ -357,6 +380,8 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
                 ),
                 stats,
             )
+    if not inp.serving:
+        return _without_champion(policy, inp, stats, warning)
     triggers: list[str] = []
     episodes: list[str] = []
     if w.n >= policy.min_samples:
@@ -384,8 +409,44 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
             f"escalated: {inp.consecutive_rejections} consecutive rejections >= "
             f"{policy.max_consecutive_rejections}"
         )
-        return Decision("full", (*triggers, escalation, *warning), stats)
-    return Decision("incremental", (*triggers, *warning), stats)
+        return _unless_repeated(Decision("full", (*triggers, escalation, *warning), stats), inp)
+    return _unless_repeated(Decision("incremental", (*triggers, *warning), stats), inp)
+
+
+def _without_champion(policy: RetrainPolicy, inp: PolicyInput, stats: dict, warning: tuple) -> Decision:
+    """Nothing serves: a full retrain once ``no_champion_retry_candles`` after the last one ended."""
+    stats["episode"] = f"no champion since {stats['last_retrain_at']}"
+    elapsed = stats["minutes_since_retrain"]
+    if elapsed is not None and elapsed < policy.no_champion_retry_minutes:
+        return Decision(
+            "none",
+            (
+                f"no_champion: nothing serves; the next full retrain {policy.no_champion_retry_minutes - elapsed:.0f} "
+                f"min after the retry interval of {policy.no_champion_retry_candles} candles",
+                *warning,
+            ),
+            stats,
+        )
+    reason = "no_champion: nothing serves for this model type; a full retrain on the newest data"
+    return _unless_repeated(Decision("full", (reason, *warning), stats), inp)
+
+
+def _unless_repeated(decision: Decision, inp: PolicyInput) -> Decision:
+    """An incremental retrain that would repeat a rejected one escalates to full; a full one that would
+    repeat a rejected one waits for new data (see "No identical retrain twice")."""
+    if decision.action not in inp.repeats_rejected:
+        return decision
+    if decision.action == "incremental" and "full" not in inp.repeats_rejected:
+        reason = (
+            "escalated: this incremental retrain (same recipe, data window and champion) was already "
+            "rejected; a full retrain instead"
+        )
+        return replace(decision, action="full", reasons=(*decision.reasons, reason))
+    reason = (
+        f"awaiting_new_data: this {decision.action} retrain (same recipe, data window and champion) was "
+        "already rejected; waiting for new data"
+    )
+    return replace(decision, action="none", reasons=(*decision.reasons, reason))
 
 
 def evaluate(
@@ -397,6 +458,8 @@ def evaluate(
     model_version: str | None = None,
     drift_warning: bool = False,
     n_models: int = 1,
+    serving: bool = True,
+    repeats_rejected: frozenset[str] = frozenset(),
 ) -> Decision:
     """Summarize the window and decide: the single entry point of both the sensor and the replay."""
     window = summarize_window(verified, policy, now, model_version=model_version)
@@ -410,8 +473,34 @@ def evaluate(
             state.consecutive_rejections,
             drift_warning=drift_warning,
             n_models=n_models,
+            serving=serving,
+            repeats_rejected=repeats_rejected,
         ),
     )
+
+
+def retrain_key(
+    action: str,
+    *,
+    data_window: dict,
+    run_config: dict,
+    base_version: str | None,
+) -> str:
+    """The identity of a retrain's inputs: its action, run configuration (e.g. the fine-tune settings),
+    data window (days, symbols, feature settings) and the champion version it starts from (a fine-tune)
+    and is gated against (both). Two retrains with one key compute the same candidate and meet the same
+    champion, so the gate would repeat its verdict."""
+    payload = json.dumps(
+        {
+            "action": action,
+            "data_window": data_window,
+            "run_config": run_config,
+            "base_version": None if base_version is None else str(base_version),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
 
 
 def run_key(

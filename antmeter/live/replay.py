@@ -318,15 +318,20 @@ def run_replay(
     fee_bps: float = 10.0,
     threshold: float = 0.0,
     run_key_symbol: str | None = None,
+    serving: bool = True,
+    initial_state: PolicyState | None = None,
 ) -> ReplayResult:
     """Drive the live loop over ``steps`` (strictly increasing UTC instants) with ``hooks``.
 
     ``champion_version`` is the adaptive system's initial model version (default: the version of its
     first prediction at ``policy.horizon``); the policy judges only the current champion's rows and
-    switches to ``GateOutcome.model_version`` on promotion. ``fee_bps``/``threshold`` drive the P&L.
+    switches to ``GateOutcome.model_version`` on promotion. ``serving=False``: nothing serves until a
+    retrain is promoted (the first candidate was refused; the policy's "no champion" rule applies).
+    ``initial_state``: the policy state at the start (e.g. the first champion's gate as the last
+    retrain). ``fee_bps``/``threshold`` drive the P&L.
     """
     policy = policy or RetrainPolicy()
-    state = PolicyState()
+    state = initial_state or PolicyState()
     adaptive, frozen = _Stream(ADAPTIVE), _Stream(FROZEN)
     outcomes: dict[Key, tuple[float, int]] = {}
     window: deque[dict] = deque()
@@ -358,7 +363,15 @@ def run_replay(
         ):
             window.popleft()
         psi = hooks.max_psi(now) if hooks.max_psi is not None else None
-        decision = evaluate(policy, _window_frame(window), now, state, psi, champion_version)
+        decision = evaluate(
+            policy,
+            _window_frame(window),
+            now,
+            state,
+            psi,
+            champion_version,
+            serving=serving or champion_version is not None,
+        )
         key = run_key(decision, model_name=model_name, horizon=policy.horizon, now=now, symbol=run_key_symbol)
         decisions.append(
             {

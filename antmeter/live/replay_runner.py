@@ -5,8 +5,9 @@ code, so a replay decides, retrains and promotes exactly as the deployment would
 
 * **Start.** The first champion is trained by :func:`antmeter.learn.recipe.train_candidate` (full
   walk-forward recipe) only on candles that have closed by the window's start, and gated by
-  :func:`antmeter.registry.promotion.gate_candidate` against the naive baselines. It serves even when that gate
-  refuses it (something must be replayed); the refusal is recorded (``bootstrap`` row of ``gates``).
+  :func:`antmeter.registry.promotion.gate_candidate` against the naive baselines (``bootstrap`` row of
+  ``gates``). When that gate refuses it, nothing serves (no predictions, flat P&L, as in the
+  deployment) and the policy's "no champion" rule asks for a full retrain once a day on newer data.
 * **Every step** ``now`` (hourly by default): *ingest* makes the candles with ``open_time + 1 min <= now``
   visible and computes features on them (:func:`antmeter.features.pipeline.compute_features`, the training
   code, over a tail long enough for every feature's warm-up); *verify* runs
@@ -60,7 +61,7 @@ from antmeter.learn.recipe import CandidateResult, RecipeConfig, train_candidate
 from antmeter.live import drift
 from antmeter.live._frames import ONE_MINUTE, utc_timestamp
 from antmeter.live.inference import predict_symbol
-from antmeter.live.policy import RetrainPolicy
+from antmeter.live.policy import PolicyState, RetrainPolicy
 from antmeter.live.replay import (
     OUTCOME_COLUMNS,
     GateOutcome,
@@ -298,6 +299,7 @@ class ReplayRunner:
         self.champion: _Served | None = None
         self.frozen: _Served | None = None
         self._promoted: _Served | None = None
+        self._started = False
 
     # ------------------------------------------------------------------ data as known at a time
 
@@ -440,7 +442,7 @@ class ReplayRunner:
 
     def _predict(self, now: pd.Timestamp) -> pd.DataFrame:
         frames = []
-        for symbol in self.symbols:
+        for symbol in self.symbols if self.champion is not None else ():
             rows = predict_symbol(
                 self.champion.model,
                 self._features[symbol],
@@ -475,7 +477,7 @@ class ReplayRunner:
 
     def _predict_frozen(self, now: pd.Timestamp) -> pd.DataFrame:
         frames = []
-        for symbol in self.symbols:
+        for symbol in self.symbols if self.frozen is not None else ():
             rows = predict_symbol(
                 self.frozen.model,
                 self._features[symbol],
@@ -512,17 +514,17 @@ class ReplayRunner:
         start, end = utc_timestamp(start, "start"), utc_timestamp(end, "end")
         if end <= start:
             raise ValueError(f"replay end {end} must be after start {start}")
-        if self.champion is not None:
+        if self._started:
             raise RuntimeError(
                 "a ReplayRunner runs once; make a new one (with a new name) for another replay"
             )
+        self._started = True
         event, served = self._train_and_gate("full", start, self.config.initial_training_days)
-        self.registry.promote(served.version, start)
-        self.champion = self.frozen = served
-        if not event["promoted"]:
-            self.progress(
-                f"warning: the first champion v{served.version} did not pass the gate; it serves anyway"
-            )
+        if event["promoted"]:
+            self.registry.promote(served.version, start)
+            self.champion = self.frozen = served
+        else:
+            self.progress(f"the first candidate v{served.version} did not pass the gate: nothing serves")
         self._after = dict.fromkeys(self.symbols, start - ONE_MINUTE)
         hooks = ReplayHooks(
             ingest=self._ingest,
@@ -542,9 +544,12 @@ class ReplayRunner:
             hooks,
             policy=self.config.policy,
             model_name=self.model_name,
-            champion_version=served.version,
+            champion_version=served.version if event["promoted"] else None,
             fee_bps=self.config.fee_bps,
             threshold=self.config.threshold,
+            serving=bool(event["promoted"]),
+            # a refused first candidate starts the no-champion retry interval (one rejection)
+            initial_state=None if event["promoted"] else PolicyState(start, 1),
         )
         gates = pd.DataFrame(self._gates, columns=GATE_COLUMNS)
         completed = replay.decisions["now"].max() if len(replay.decisions) else start

@@ -41,12 +41,13 @@ class Pipeline:
     resources: dict[str, dg.ConfigurableResource] = field(default_factory=dict)
 
     def materialize(
-        self, assets: Sequence[dg.AssetsDefinition], partition_key=None, **overrides
+        self, assets: Sequence[dg.AssetsDefinition], partition_key=None, run_config=None, **overrides
     ) -> dg.ExecuteInProcessResult:
         """Materialize ``assets`` in one run (errors are recorded, not raised); ``overrides`` replace resources."""
         return dg.materialize(
             assets,
             partition_key=partition_key,
+            run_config=run_config,
             instance=self.instance,
             resources={**self.resources, **overrides},
             raise_on_error=False,

@@ -25,6 +25,7 @@ FLIP = pd.Timestamp("2024-03-06T00:00:00Z")
 CHAMPION_CLOCK = "2024-03-06T00:00:00"
 LIVE = pd.Timestamp("2024-03-08T00:00:00Z")
 POLICY = {"accuracy_threshold": 0.55, "min_samples": 200, "cooldown_candles": 60}
+DESTRUCTIVE = {"fine_tune_lr": 5.0, "fine_tune_epochs": 2}
 TRAINING = [
     a for a in models.model_assets if a.key.path[0] in ("training_dataset", "lstm_candidate", "lstm_champion")
 ]
@@ -63,7 +64,7 @@ class Live:
         context = dg.build_sensor_context(
             instance=self.pipeline.instance,
             cursor=cursor,
-            resources={"settings": self.pipeline.resources["settings"]},
+            resources={k: self.pipeline.resources[k] for k in ("settings", "store")},
         )
         return automation.retrain_on_drift(context), context.cursor
 
@@ -140,6 +141,27 @@ def test_the_cool_down_counts_from_the_end_of_the_last_retrain(live):
     )
     (later,), _ = live_sensor_after(live, LIVE + pd.Timedelta(minutes=105), cursor)
     assert later.job_name == "lstm_incremental_retrain_job" and later.run_key != first_key
+
+
+def test_a_rejected_fine_tune_is_not_repeated_on_unchanged_data(live):
+    # the incremental job's default fine-tune (ANTMETER_FINE_TUNE) is one the gate refuses
+    live.monkeypatch.setenv("ANTMETER_FINE_TUNE", json.dumps(DESTRUCTIVE))
+    live.at(LIVE + pd.Timedelta(minutes=110))
+    run_config = {"ops": {"lstm_candidate": {"config": {"mode": "incremental", **DESTRUCTIVE}}}}
+    fine_tune = live.pipeline.materialize(TRAINING, run_config=run_config)
+    assert fine_tune.success, fine_tune.get_step_failure_events()
+    (gate,) = fine_tune.asset_materializations_for_node("lstm_champion")
+    assert gate.metadata["gate"].value == "rejected" and gate.metadata["champion_version"].value == "1"
+    # no new day has completed: the same fine-tune would meet the same champion on the same data,
+    # so the next episode escalates to the full retrain at once instead of repeating it
+    (escalated,), _ = live_sensor_after(live, LIVE + pd.Timedelta(minutes=175), None)
+    assert escalated.job_name == "lstm_training_job" and escalated.tags["antmeter/decision"] == "full"
+    assert escalated.tags["antmeter/reasons"].endswith("a full retrain instead")
+    # another fine-tune setting is another retrain: it may run
+    live.monkeypatch.setenv("ANTMETER_FINE_TUNE", json.dumps({**DESTRUCTIVE, "fine_tune_epochs": 3}))
+    (again,), _ = live_sensor_after(live, LIVE + pd.Timedelta(minutes=180), None)
+    assert again.job_name == "lstm_incremental_retrain_job"
+    live.monkeypatch.delenv("ANTMETER_FINE_TUNE")
 
 
 def test_policy_settings_reach_the_report_and_a_version_that_no_longer_serves_is_not_judged(live):

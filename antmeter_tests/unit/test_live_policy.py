@@ -17,6 +17,7 @@ from antmeter.live.policy import (
     decide,
     effective_sample_size,
     evaluate,
+    retrain_key,
     run_key,
     summarize_window,
     version_key,
@@ -123,6 +124,56 @@ def test_escalates_after_repeated_rejections():
     escalated = run(frame, policy, state)
     assert escalated.action == "full" and "escalated" in escalated.codes
     assert state.after_retrain(NOW, promoted=True).consecutive_rejections == 0
+
+
+def test_a_retrain_that_would_repeat_a_rejected_one_escalates_or_waits_for_new_data():
+    frame, policy = verified(2880, 0.40), RetrainPolicy()
+    state = PolicyState().after_retrain(NOW - pd.Timedelta(hours=2), promoted=False)
+    assert run(frame, policy, state).action == "incremental"
+    escalated = run(frame, policy, state, repeats_rejected=frozenset({"incremental"}))
+    assert escalated.action == "full" and escalated.codes[-1] == "escalated"
+    waiting = run(frame, policy, state, repeats_rejected=frozenset({"incremental", "full"}))
+    assert waiting.action == "none" and waiting.codes[-1] == "awaiting_new_data"
+    # the streak escalated to full, and that full retrain was rejected on this data: wait as well
+    streak = PolicyState(NOW - pd.Timedelta(hours=2), consecutive_rejections=3)
+    assert run(frame, policy, streak, repeats_rejected=frozenset({"full"})).codes[-1] == "awaiting_new_data"
+
+
+def test_retrain_key_is_the_identity_of_a_retrains_inputs():
+    window = {"days": ["2024-03-04", "2024-03-05"], "symbols": ["BTCUSDT"], "features": {"rsi": 14}}
+    key = retrain_key("incremental", data_window=window, run_config={"fine_tune_lr": 0.01}, base_version="3")
+    same = retrain_key(
+        "incremental", data_window=dict(reversed(window.items())), run_config={"fine_tune_lr": 0.01},
+        base_version=3,
+    )  # fmt: skip
+    assert key == same
+    newer = {**window, "days": ["2024-03-05", "2024-03-06"]}
+    for other in (
+        retrain_key("incremental", data_window=newer, run_config={"fine_tune_lr": 0.01}, base_version="3"),
+        retrain_key("incremental", data_window=window, run_config={"fine_tune_lr": 0.02}, base_version="3"),
+        retrain_key("incremental", data_window=window, run_config={"fine_tune_lr": 0.01}, base_version="4"),
+        retrain_key("full", data_window=window, run_config={"fine_tune_lr": 0.01}, base_version="3"),
+    ):
+        assert other != key
+    # a full retrain is gated against the champion: another champion, another verdict
+    full = retrain_key("full", data_window=window, run_config={}, base_version="3")
+    assert full != retrain_key("full", data_window=window, run_config={}, base_version="4")
+
+
+def test_without_a_champion_a_full_retrain_is_tried_once_per_retry_interval_on_new_data():
+    policy = RetrainPolicy(no_champion_retry_candles=24 * 60, cooldown_candles=60)
+    nothing = verified(0, 0.5)
+    state = PolicyState().after_retrain(NOW - pd.Timedelta(hours=5), promoted=False)
+    early = run(nothing, policy, state, serving=False, model_version=None)
+    assert early.action == "none" and early.codes == ("no_champion",) and not early.stats["serving"]
+    state = PolicyState().after_retrain(NOW - pd.Timedelta(hours=25), promoted=False)
+    retry = run(nothing, policy, state, serving=False, model_version=None)
+    assert retry.action == "full" and retry.codes == ("no_champion",)
+    stale = run(nothing, policy, state, serving=False, repeats_rejected=frozenset({"full"}))
+    assert stale.action == "none" and stale.codes == ("no_champion", "awaiting_new_data")
+    # one episode: the same key at every look until the next retrain ends
+    keys = {run_key(retry, model_name="m", horizon=5, now=NOW + pd.Timedelta(minutes=m)) for m in (0, 60)}
+    assert len(keys) == 1
 
 
 def test_run_key_is_one_per_episode():

@@ -62,6 +62,17 @@ def fine_tune_defaults() -> dict[str, Any]:
     return TrainingRunConfig(mode="incremental", **values).recipe_overrides()
 
 
+def ddp_settings() -> dict[str, Any]:
+    """``ANTMETER_DDP`` (e.g. ``{"processes": 2}``): full training as a Lightning DDP process group of its
+    own (torchrun, never inside the run's process); empty for one process."""
+    from dataclasses import asdict
+
+    from antmeter.learn.distributed import DistributedConfig
+
+    config = DistributedConfig.from_env()
+    return asdict(config) if config.world_size > 1 else {}
+
+
 def training_days(settings: AntmeterSettings, available: list[str]) -> list[str]:
     """The newest ``training_days`` complete days, leaving the newest ``serving_days`` (and today) out."""
     today = str(utc_now().date())
@@ -220,6 +231,7 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
             seeds=tuple(settings.seeds),
             holdout_fraction=settings.holdout_fraction,
             tuned=tuned,
+            ddp=ddp_settings(),
             **config.recipe_overrides(),
         )
         days = json.loads((settings.path(*DATASET_DIR, "days.json")).read_text())

@@ -8,6 +8,11 @@
   asks the worker that claimed the run (``antmeter/celery_worker``) whether it still runs the task, so
   run monitoring marks a dead worker's run failed within one poll interval instead of
   ``max_runtime_seconds``.
+* **Broker restarts.** Before sending a run's task the launcher waits up to ``broker_wait_seconds``
+  (launcher config, default 120) for the broker, so a run dequeued while RabbitMQ restarts is launched
+  once it is back instead of failing; queues and messages are durable, workers reconnect by
+  themselves. While the broker cannot be reached the health check answers *unknown*, never *failed*:
+  a cut-off monitor says nothing about the worker, whose run goes on.
 * ``app`` is the worker side: ``celery -A antmeter_deploy.celery_app worker -Q edge --pool threads``
   (see :func:`worker_argv`). Its ``execute_job`` task refuses a run whose code version differs from
   the worker's own (clear error in the run's log, run failed), records the worker's identity on the
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any
 
 from celery import Celery
@@ -45,6 +51,8 @@ from dagster_celery.launcher import CeleryRunLauncher
 from dagster_celery.make_app import make_app
 from dagster_celery.tags import DAGSTER_CELERY_QUEUE_TAG, DAGSTER_CELERY_TASK_ID_TAG
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 
 from antmeter_assets.code_version import CODE_VERSION_ENV, code_version, source_hash
 
@@ -60,6 +68,7 @@ WORKER_PID_TAG = "antmeter/celery_worker_pid"
 WORKER_DATA_DIR_TAG = "antmeter/celery_worker_data_dir"
 CODE_VERSION_METADATA = "antmeter/code_version"
 INSPECT_TIMEOUT_S = 3.0
+BROKER_WAIT_S = 120.0
 # Settings both sides share: a task is acknowledged only when it finished (a killed worker's task
 # returns to the queue), one task is reserved at a time, results expire after a day.
 APP_CONFIG: dict[str, Any] = {
@@ -96,6 +105,11 @@ def configure(app: Celery) -> Celery:
     return app
 
 
+def _redacted(url: str) -> str:
+    """A broker URL without its password (for errors and logs)."""
+    return maybe_sanitize_url(url)
+
+
 def broker_url() -> str:
     return os.environ.get(BROKER_ENV, DEFAULT_BROKER)
 
@@ -109,10 +123,39 @@ class AntmeterCeleryRunLauncher(CeleryRunLauncher):
     """dagster-celery's run launcher with explicit queues, a code-version stamp and a health check
     that notices a dead worker (see the module docstring)."""
 
-    def __init__(self, default_queue: str, **kwargs: Any) -> None:
+    def __init__(self, default_queue: str, broker_wait_seconds: float = BROKER_WAIT_S, **kwargs: Any) -> None:
         super().__init__(default_queue, **kwargs)
         configure(self.celery)
         self.celery.conf.task_default_queue = default_queue
+        self.broker_wait_seconds = float(broker_wait_seconds)
+
+    @classmethod
+    def config_type(cls):
+        from dagster import Field
+
+        return {
+            **super().config_type(),
+            "broker_wait_seconds": Field(
+                float,
+                is_required=False,
+                default_value=BROKER_WAIT_S,
+                description="How long a launch waits for an unreachable broker (e.g. restarting).",
+            ),
+        }
+
+    def wait_for_broker(self, timeout_s: float) -> bool:
+        """Whether the broker accepts a connection within ``timeout_s`` (retried every 1-5 s)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with self.celery.connection_for_write() as connection:
+                    connection.ensure_connection(max_retries=1, timeout=5.0)
+                return True
+            except (OSError, OperationalError):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(2.0, left))
 
     def launch_run(self, context: LaunchRunContext) -> None:
         run = context.dagster_run
@@ -123,6 +166,11 @@ class AntmeterCeleryRunLauncher(CeleryRunLauncher):
                 f"queue of this deployment; expected one of {list(QUEUES)}"
             )
         self._instance.add_run_tags(run.run_id, {CODE_VERSION_TAG: code_server_version(context)})
+        if not self.wait_for_broker(self.broker_wait_seconds):
+            raise ConnectionError(
+                f"run {run.run_id} ({run.job_name}): the Celery broker {_redacted(self.celery.conf.broker_url)} "
+                f"did not answer within broker_wait_seconds={self.broker_wait_seconds:g}"
+            )
         super().launch_run(context)
 
     @property
@@ -143,7 +191,14 @@ class AntmeterCeleryRunLauncher(CeleryRunLauncher):
         task_id = run.tags.get(DAGSTER_CELERY_TASK_ID_TAG)
         if worker is None or task_id is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "not claimed by a worker yet")
-        replies = self.celery.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_S).active() or {}
+        if not self.wait_for_broker(0):
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the broker is unreachable (restarting?)")
+        try:
+            replies = (
+                self.celery.control.inspect(destination=[worker], timeout=INSPECT_TIMEOUT_S).active() or {}
+            )
+        except (OSError, OperationalError):
+            return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the broker dropped the health check")
         if worker in replies and task_id in {task["id"] for task in replies[worker]}:
             return CheckRunHealthResult(WorkerStatus.RUNNING)
         current = self._instance.get_run_by_id(run.run_id)

@@ -20,15 +20,18 @@ of fresh samples. In (b) the hindsight reference is the same recipe trained only
 (``--hindsight-days`` after the flip), through the same gate, in the same run; both are scored on the
 same window after it. A case whose first champion fails its gate reports ``serving: none`` and flat P&L.
 
-The full configuration (``--days 7 --seeds 3 --step 1h``) takes about an hour on an idle machine; the
+The full configuration (``--days 7 --seeds 3 --step 1h``) takes about an hour on an idle machine with
+one process; ``--jobs N`` runs the (case, seed) replays in N processes of one torch thread each. The
 scale is configurable and the JSON records the configuration used. Prints ONE JSON object last.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -290,18 +293,26 @@ def main() -> None:
     )
     parser.add_argument("--drift-every", type=float, default=3.0, help="hours between drift checks (0: off)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--jobs", type=int, default=1, help="replays run at once (one process each)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.monotonic()
     policy, gate = RetrainPolicy(horizon=HORIZON), GateConfig(horizon=HORIZON)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     root = Path(tempfile.mkdtemp(prefix="antmeter-bench-retrain-"))
+    work = [(case, seed) for case in args.cases for seed in seeds]
     runs = []
     try:
-        for case in args.cases:
-            for seed in seeds:
-                log(f"== case {case} seed {seed}")
-                runs.append(run_case(case, seed, args, root, policy, gate))
+        with concurrent.futures.ProcessPoolExecutor(
+            max_workers=max(args.jobs, 1),
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=torch.set_num_threads,
+            initargs=(1,),
+        ) as pool:
+            futures = [pool.submit(run_case, case, seed, args, root, policy, gate) for case, seed in work]
+            for (case, seed), future in zip(work, futures, strict=True):
+                runs.append(future.result())
+                log(f"== case {case} seed {seed} done")
                 print(json.dumps(runs[-1], default=str), flush=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -35,6 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from antmeter.learn.models import ModelSpec, MultiTaskLoss, build_model, build_model_from_spec
+
+if TYPE_CHECKING:
+    from antmeter.learn.distributed import DistributedConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
@@ -267,10 +270,12 @@ class _ProgressFile(Callback):
         _atomic_write_text(self.path, json.dumps(payload))
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write({"completed_epochs": int(trainer.current_epoch), "finished": False})
+        if trainer.is_global_zero:  # one writer in a DDP process group
+            self._write({"completed_epochs": int(trainer.current_epoch), "finished": False})
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write({"completed_epochs": len(getattr(pl_module, "history", [])), "finished": True})
+        if trainer.is_global_zero:
+            self._write({"completed_epochs": len(getattr(pl_module, "history", [])), "finished": True})
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -294,6 +299,17 @@ def dataset_targets(dataset: Dataset) -> np.ndarray:
     if not parts:
         raise ValueError("the training dataset is empty")
     return np.concatenate(parts).reshape(n, -1)
+
+
+def dataset_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
+    """``x``, ``y_class`` and ``y_reg`` of a ``(x, y_class, y_reg, ...)`` dataset as stacked arrays."""
+    parts: dict[str, list[np.ndarray]] = {"x": [], "y_class": [], "y_reg": []}
+    for batch in DataLoader(dataset, batch_size=4096, shuffle=False):
+        for name, tensor in zip(parts, batch[:3], strict=True):
+            parts[name].append(tensor.numpy())
+    if not parts["x"]:
+        raise ValueError("the dataset is empty")
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
 def _check_sizes(train_ds: Dataset, val_ds: Dataset, batch_size: int, max_epochs: int, patience: int) -> None:
@@ -361,7 +377,13 @@ def _fit(
     resume: bool,
     deterministic: bool,
     callbacks: Sequence[Callback] = (),
+    train_sampler: Sampler[int] | None = None,
+    strategy: Any = "auto",
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> TrainResult:
+    """The fit behind :func:`train_model`; a DDP rank (:mod:`antmeter.learn.distributed`) passes its
+    shard sampler, strategy, devices and nodes (``batch_size`` is then the rank's share)."""
     _check_sizes(train_ds, val_ds, batch_size, max_epochs, patience)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     module = MultiTaskModule(
@@ -380,7 +402,8 @@ def _fit(
         "num_workers": num_workers,
         "persistent_workers": num_workers > 0,
     }
-    train_loader = DataLoader(train_ds, sampler=EpochSeededSampler(len(train_ds), seed), **loader_options)  # type: ignore[arg-type]
+    sampler = train_sampler or EpochSeededSampler(len(train_ds), seed)  # type: ignore[arg-type]
+    train_loader = DataLoader(train_ds, sampler=sampler, **loader_options)
     val_loader = DataLoader(val_ds, shuffle=False, **loader_options)
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -401,7 +424,10 @@ def _fit(
         trainer = L.Trainer(
             max_epochs=max_epochs,
             accelerator=accelerator,
-            devices=1,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            use_distributed_sampler=False,  # the samplers above decide every rank's rows
             deterministic=deterministic,
             logger=False,
             enable_progress_bar=False,
@@ -460,6 +486,7 @@ def train_model(
     resume: bool = True,
     deterministic: bool = True,
     callbacks: Sequence[Callback] = (),
+    distributed: DistributedConfig | None = None,
 ) -> TrainResult:
     """Train a fresh ``model_type`` model with early stopping on validation loss; resume if possible.
 
@@ -470,7 +497,24 @@ def train_model(
     ``deterministic`` switches on torch's deterministic algorithms during the fit (bitwise-reproducible
     runs and resumes; on the CPU it costs the LSTM about 10-15% speed). ``callbacks`` are extra Lightning
     callbacks (e.g. timing or logging).
+
+    ``distributed`` with a world size above 1 trains as a DDP process group of its own
+    (:func:`antmeter.learn.distributed.fit_in_process_group`: ``batch_size`` is the global batch, whole
+    global batches per epoch); callbacks, ``on_epoch_end`` and resuming stay in this process and are
+    not available there.
     """
+    if distributed is not None and distributed.world_size > 1:
+        from antmeter.learn.distributed import fit_in_process_group
+
+        if callbacks:
+            raise ValueError("train_model: Lightning callbacks cannot cross into a DDP process group")
+        return fit_in_process_group(
+            model_type, train_ds, val_ds, distributed, n_features=n_features, window=window,
+            horizons=list(horizons), n_classes=n_classes, params=dict(params or {}), seed=seed,
+            checkpoint_dir=Path(checkpoint_dir), max_epochs=max_epochs, patience=patience,
+            batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
+            warmup_fraction=warmup_fraction, loss=dict(loss) if loss else None, gradient_clip=gradient_clip,
+        )  # fmt: skip
     L.seed_everything(seed, workers=True, verbose=False)
     model = build_model(
         model_type,

@@ -51,6 +51,9 @@ class RecipeConfig:
     fine_tune_days: float = 3.0
     gate_start: str | None = None
     seed_selection: str = "best_validation"
+    # Lightning DDP (antmeter.learn.distributed.DistributedConfig fields, e.g. {"processes": 2});
+    # empty: one process. Applies to the walk-forward folds, not to fine-tunes or HPO trials.
+    ddp: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -158,10 +161,14 @@ def _fit_fold(
     progress: Progress,
     callbacks: tuple = (),
 ):
+    from antmeter.learn.distributed import DistributedConfig
     from antmeter.learn.lightning_loop import train_model
 
     scaler = samples.fit_scaler(fold.train)
     scaled = samples.scaled(scaler)
+    distributed = DistributedConfig(**config.ddp) if config.ddp else None
+    if distributed is not None and distributed.world_size > 1:
+        progress(f"  DDP: {distributed.world_size} processes ({distributed.backend})")
     result = train_model(
         config.model_type,
         scaled.view(fold.train),
@@ -177,6 +184,7 @@ def _fit_fold(
             + ", ".join(f"{k}={v:.4f}" for k, v in row.items() if k != "epoch")
         ),
         callbacks=callbacks,
+        distributed=distributed,
         **_training_options(config),
     )
     return result, scaler, scaled

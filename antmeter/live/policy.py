@@ -421,8 +421,9 @@ def _without_champion(policy: RetrainPolicy, inp: PolicyInput, stats: dict, warn
         return Decision(
             "none",
             (
-                f"no_champion: nothing serves; the next full retrain {policy.no_champion_retry_minutes - elapsed:.0f} "
-                f"min after the retry interval of {policy.no_champion_retry_candles} candles",
+                f"no_champion: nothing serves; next full retrain in "
+                f"{policy.no_champion_retry_minutes - elapsed:.0f} min (retry interval "
+                f"{policy.no_champion_retry_candles} candles)",
                 *warning,
             ),
             stats,

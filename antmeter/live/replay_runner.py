@@ -94,7 +94,9 @@ class ReplayRunConfig:
     of closed candles, the first champion on ``initial_training_days`` (None: all history before the
     start). ``fee_bps`` (per side) and ``threshold`` drive the long/flat/short P&L. With ``drift`` the
     policy sees the max PSI of the last ``drift_window_minutes`` of features against the champion's last
-    ``drift_reference_days`` of training candles.
+    ``drift_reference_days`` of training candles. ``serve_refused_first``: a research switch that lets a
+    first candidate the gate refused serve anyway (to study the loop's mechanics on a window too short
+    to train a model that beats the baselines); by default nothing serves then, as in the deployment.
     """
 
     name: str
@@ -114,6 +116,7 @@ class ReplayRunConfig:
     drift: bool = True
     drift_window_minutes: int = 6 * 60
     drift_reference_days: float = 3.0
+    serve_refused_first: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -520,11 +523,15 @@ class ReplayRunner:
             )
         self._started = True
         event, served = self._train_and_gate("full", start, self.config.initial_training_days)
-        if event["promoted"]:
+        serving = bool(event["promoted"]) or self.config.serve_refused_first
+        if serving:
             self.registry.promote(served.version, start)
             self.champion = self.frozen = served
-        else:
-            self.progress(f"the first candidate v{served.version} did not pass the gate: nothing serves")
+        if not event["promoted"]:
+            self.progress(
+                f"the first candidate v{served.version} did not pass the gate: "
+                + ("it serves anyway (serve_refused_first)" if serving else "nothing serves")
+            )
         self._after = dict.fromkeys(self.symbols, start - ONE_MINUTE)
         hooks = ReplayHooks(
             ingest=self._ingest,
@@ -544,12 +551,12 @@ class ReplayRunner:
             hooks,
             policy=self.config.policy,
             model_name=self.model_name,
-            champion_version=served.version if event["promoted"] else None,
+            champion_version=served.version if serving else None,
             fee_bps=self.config.fee_bps,
             threshold=self.config.threshold,
-            serving=bool(event["promoted"]),
-            # a refused first candidate starts the no-champion retry interval (one rejection)
-            initial_state=None if event["promoted"] else PolicyState(start, 1),
+            serving=serving,
+            # a refused first candidate that does not serve starts the no-champion retry interval
+            initial_state=None if serving else PolicyState(start, 1),
         )
         gates = pd.DataFrame(self._gates, columns=GATE_COLUMNS)
         completed = replay.decisions["now"].max() if len(replay.decisions) else start

@@ -3,6 +3,8 @@ pointing at a tmp data directory and a real market store, and helpers to materia
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +86,67 @@ class Pipeline:
                 )
         finally:
             engine.dispose()
+
+
+@contextlib.contextmanager
+def lstm_pipeline(
+    tmp: Path, symbols: Sequence[str], policy: dict, candles: CandleSourceResource
+) -> Iterator[tuple[Pipeline, pytest.MonkeyPatch]]:
+    """An LSTM-only ``ci`` pipeline (two training days) on its own ephemeral instance, the retrain
+    policy set through ``ANTMETER_RETRAIN_POLICY``; the monkeypatch moves the clock (``ANTMETER_NOW``)."""
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("ANTMETER_RETRAIN_POLICY", json.dumps(policy))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("symbols", list(symbols))
+    pipeline = make_pipeline(
+        instance, tmp / "data", f"sqlite:///{tmp / 'market.sqlite'}", model_types=["lstm"], preset="ci",
+        training_days=2,
+    )  # fmt: skip
+    pipeline.use_candles(candles)
+    try:
+        yield pipeline, monkeypatch
+    finally:
+        monkeypatch.undo()
+        instance.dispose()
+
+
+def train_lstm(pipeline: Pipeline, run_config: dict | None = None) -> dict:
+    """The dataset, the LSTM candidate and its gate in one run; returns the gate's metadata."""
+    from antmeter_assets import models
+
+    names = ("training_dataset", "lstm_candidate", "lstm_champion")
+    trained = pipeline.materialize(
+        [a for a in models.model_assets if a.key.path[0] in names], run_config=run_config
+    )
+    assert trained.success, trained.get_step_failure_events()
+    (gate,) = trained.asset_materializations_for_node("lstm_champion")
+    return {k: v.value for k, v in gate.metadata.items()}
+
+
+def harvest_days(
+    pipeline: Pipeline, days: Sequence[str], symbols: Sequence[str], featurize: Sequence[str] = ()
+) -> None:
+    """Harvest ``days`` of every symbol, and build features + labels of the ``featurize`` days."""
+    from antmeter_assets import features, market
+
+    for day in days:
+        for symbol in symbols:
+            assert pipeline.materialize([market.ohlcv], symbol_day(day, symbol)).success
+            if day in featurize:
+                result = pipeline.materialize([features.features, features.labels], symbol_day(day, symbol))
+                assert result.success
+
+
+def evaluate_retrain_sensor(pipeline: Pipeline, cursor: str | None = None):
+    """One evaluation of ``retrain_on_drift`` on the pipeline's instance: (its result, the new cursor)."""
+    from antmeter_assets import automation
+
+    context = dg.build_sensor_context(
+        instance=pipeline.instance,
+        cursor=cursor,
+        resources={k: pipeline.resources[k] for k in ("settings", "store")},
+    )
+    return automation.retrain_on_drift(context), context.cursor
 
 
 def check_results(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

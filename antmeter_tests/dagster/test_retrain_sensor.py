@@ -15,9 +15,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from antmeter_assets import automation, features, market, models, serving
+from antmeter_assets import models, serving
 from antmeter_resources import AntmeterSettings, CandleSourceResource
-from antmeter_tests.dagster.conftest import make_pipeline, symbol_day
+from antmeter_tests.dagster.conftest import evaluate_retrain_sensor, harvest_days, lstm_pipeline, train_lstm
 
 # the timeline of the daemon end-to-end test (same simulator seed, symbols and days)
 SYMBOLS = ["BTCUSDT", "ETHUSDT"]
@@ -26,10 +26,7 @@ CHAMPION_CLOCK = "2024-03-06T00:00:00"
 LIVE = pd.Timestamp("2024-03-08T00:00:00Z")
 POLICY = {"accuracy_threshold": 0.55, "min_samples": 200, "cooldown_candles": 60}
 DESTRUCTIVE = {"fine_tune_lr": 5.0, "fine_tune_epochs": 2}
-TRAINING = [
-    a for a in models.model_assets if a.key.path[0] in ("training_dataset", "lstm_candidate", "lstm_champion")
-]
-GATE = [a for a in TRAINING if a.key.path[0] == "lstm_champion"]
+GATE = [a for a in models.model_assets if a.key.path[0] == "lstm_champion"]
 
 
 class Live:
@@ -43,14 +40,7 @@ class Live:
         self.monkeypatch.setenv("ANTMETER_NOW", pd.Timestamp(clock).isoformat())
 
     def harvest(self, days, featurize=()) -> None:
-        for day in days:
-            for symbol in SYMBOLS:
-                assert self.pipeline.materialize([market.ohlcv], symbol_day(day, symbol)).success
-                if day in featurize:
-                    result = self.pipeline.materialize(
-                        [features.features, features.labels], symbol_day(day, symbol)
-                    )
-                    assert result.success
+        harvest_days(self.pipeline, days, SYMBOLS, featurize)
 
     def report(self, clock: pd.Timestamp) -> dict:
         self.at(clock)
@@ -61,40 +51,22 @@ class Live:
         return {k: v.value for k, v in event.metadata.items()}
 
     def sensor(self, cursor: str | None = None):
-        context = dg.build_sensor_context(
-            instance=self.pipeline.instance,
-            cursor=cursor,
-            resources={k: self.pipeline.resources[k] for k in ("settings", "store")},
-        )
-        return automation.retrain_on_drift(context), context.cursor
+        return evaluate_retrain_sensor(self.pipeline, cursor)
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    monkeypatch = pytest.MonkeyPatch()
-    monkeypatch.setenv("ANTMETER_RETRAIN_POLICY", json.dumps(POLICY))
-    tmp = tmp_path_factory.mktemp("sensor")
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("symbols", SYMBOLS)
-    pipeline = make_pipeline(
-        instance, tmp / "data", f"sqlite:///{tmp / 'market.sqlite'}", model_types=["lstm"], preset="ci",
-        training_days=2,
-    )  # fmt: skip
-    pipeline.use_candles(
-        CandleSourceResource(kind="simulator", seed=7, signal_strength=1.0, signal_flip_at=FLIP.isoformat())
+    candles = CandleSourceResource(
+        kind="simulator", seed=7, signal_strength=1.0, signal_flip_at=FLIP.isoformat()
     )
-    state = Live(pipeline, monkeypatch)
-    state.at(CHAMPION_CLOCK)
-    state.harvest(["2024-03-03", "2024-03-04", "2024-03-05"], featurize=("2024-03-04", "2024-03-05"))
-    trained = pipeline.materialize(TRAINING)
-    assert trained.success, trained.get_step_failure_events()
-    (gate,) = trained.asset_materializations_for_node("lstm_champion")
-    state.first_gate = {k: v.value for k, v in gate.metadata.items()}
-    state.at(LIVE)
-    state.harvest(["2024-03-06", "2024-03-07"])
-    yield state
-    monkeypatch.undo()
-    instance.dispose()
+    with lstm_pipeline(tmp_path_factory.mktemp("sensor"), SYMBOLS, POLICY, candles) as (pipeline, patch):
+        state = Live(pipeline, patch)
+        state.at(CHAMPION_CLOCK)
+        state.harvest(["2024-03-03", "2024-03-04", "2024-03-05"], featurize=("2024-03-04", "2024-03-05"))
+        state.first_gate = train_lstm(pipeline)
+        state.at(LIVE)
+        state.harvest(["2024-03-06", "2024-03-07"])
+        yield state
 
 
 def test_the_first_champion_passed_the_significance_gate(live):
@@ -148,10 +120,8 @@ def test_a_rejected_fine_tune_is_not_repeated_on_unchanged_data(live):
     live.monkeypatch.setenv("ANTMETER_FINE_TUNE", json.dumps(DESTRUCTIVE))
     live.at(LIVE + pd.Timedelta(minutes=110))
     run_config = {"ops": {"lstm_candidate": {"config": {"mode": "incremental", **DESTRUCTIVE}}}}
-    fine_tune = live.pipeline.materialize(TRAINING, run_config=run_config)
-    assert fine_tune.success, fine_tune.get_step_failure_events()
-    (gate,) = fine_tune.asset_materializations_for_node("lstm_champion")
-    assert gate.metadata["gate"].value == "rejected" and gate.metadata["champion_version"].value == "1"
+    gate = train_lstm(live.pipeline, run_config)
+    assert gate["gate"] == "rejected" and gate["champion_version"] == "1"
     # no new day has completed: the same fine-tune would meet the same champion on the same data,
     # so the next episode escalates to the full retrain at once instead of repeating it
     (escalated,), _ = live_sensor_after(live, LIVE + pd.Timedelta(minutes=175), None)

@@ -12,12 +12,16 @@ records (the worker's identity tags, written by the worker itself).
    minutes by run monitoring, retried by policy (``dagster/max_retries``) once the restarted worker
    is up, and the retry succeeds; every (symbol, prediction time, horizon, model) row is stored once
    and every candle minute once.
+3. Restart RabbitMQ (``rabbitmqctl stop_app`` / ``start_app``) with a run submitted while it is down:
+   the launcher waits for the broker, the run executes once it is back, no minute of today's candles
+   is missing and nothing is stored twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -218,3 +222,43 @@ def test_killed_worker_run_fails_fast_and_is_retried(topology: Topology):
     )
     assert predicted == 1  # the newest candle got its predictions, once
     assert dt.datetime.now(dt.UTC) > newest
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
+
+
+def test_a_broker_restart_loses_no_work(topology: Topology):
+    instance = topology.instance()
+    rabbitmqctl("stop_app")  # RabbitMQ goes down (queues and messages are durable)
+    try:
+        # submitted while the broker is down: the daemon dequeues it and the launcher waits for the broker
+        harvest = topology.launch_run("harvest_job", partition_tags(DAYS[-1]))
+        topology.wait_until(
+            lambda: instance.get_run_by_id(harvest).status != dg.DagsterRunStatus.QUEUED,
+            60,
+            "the daemon to dequeue the run",
+        )
+        time.sleep(5)
+        assert not instance.get_run_by_id(harvest).is_finished, "the launch gave up on the broker"
+    finally:
+        rabbitmqctl("start_app")
+        rabbitmqctl("await_startup")
+    topology.wait_for_run(harvest, timeout_s=240)
+    assert_ran_on(topology, harvest, "worker_edge")
+    # after the restart the live loop goes on: the next predictions run covers every closed candle
+    run_and_wait(topology, "predictions_job", timeout_s=300)
+    assert_store_unique(topology)
+    [(first, newest, minutes)] = topology.sql(
+        topology.market_db_url,
+        "SELECT min(open_time), max(open_time), count(*) FROM ohlcv WHERE symbol = :s AND open_time >= :d",
+        s=SYMBOL,
+        d=pd.Timestamp(DAYS[-1], tz="UTC").to_pydatetime(),
+    )
+    assert minutes == (newest - first) / dt.timedelta(minutes=1) + 1  # no candle of today missing
+    [(predicted,)] = topology.sql(
+        topology.market_db_url,
+        "SELECT count(DISTINCT prediction_time) FROM predictions WHERE prediction_time = :t",
+        t=newest,
+    )
+    assert predicted == 1

@@ -191,7 +191,7 @@ def test_check_parity_applies_each_threshold() -> None:
     good = {
         "fp32_max_abs_proba_diff": 5e-5,
         "fp32_max_abs_regression_diff": 9e-5,
-        "int8_max_abs_proba_diff": 0.019,
+        "int8_max_abs_proba_diff": 0.049,
         "int8_class_agreement_decisive": 0.99,
         "int8_log_loss_increase": 0.0049,
     }
@@ -200,7 +200,7 @@ def test_check_parity_applies_each_threshold() -> None:
     for key, bad in [
         ("fp32_max_abs_proba_diff", 2e-4),
         ("fp32_max_abs_regression_diff", 2e-4),
-        ("int8_max_abs_proba_diff", 0.03),
+        ("int8_max_abs_proba_diff", 0.06),
         ("int8_class_agreement_decisive", 0.98),
         ("int8_log_loss_increase", 0.006),
         ("fp32_max_abs_proba_diff", float("nan")),

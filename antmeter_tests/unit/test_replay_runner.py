@@ -10,6 +10,7 @@ after its promotion, and that the registry namespace records every gate decision
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -65,6 +66,8 @@ def make_config(name: str = "sim") -> ReplayRunConfig:
         stride=5,
         training_days=1.0,
         initial_training_days=1.5,
+        # 1.5 days train no model that beats persistence; this module tests the loop's mechanics
+        serve_refused_first=True,
     )
 
 
@@ -209,3 +212,27 @@ def test_bad_settings_name_the_setting(candles, tmp_path):
     broken = {**candles, "ETHUSDT": candles["ETHUSDT"].assign(close=np.nan)}
     with pytest.raises(ValueError, match="close"):
         ReplayRunner(make_config("broken"), broken, tmp_path)
+
+
+def test_a_refused_first_candidate_serves_nothing_until_a_full_retrain_passes(candles, tmp_path):
+    policy = dataclasses.replace(POLICY, no_champion_retry_candles=120, cooldown_candles=60)
+    config = dataclasses.replace(make_config("unserved"), policy=policy, serve_refused_first=False)
+    result = ReplayRunner(config, candles, tmp_path, progress=lambda message: None).run(
+        START, START + pd.Timedelta(hours=4)
+    )
+    gates, decisions, retrains = result.gates, result.replay.decisions, result.replay.retrains
+    assert gates["kind"].iloc[0] == "bootstrap" and not gates["promoted"].iloc[0]
+    # the retry interval counts from the refused first gate: nothing at 1 h, a full retrain at 2 h
+    assert decisions["codes"].iloc[0] == "no_champion" and decisions["action"].iloc[0] == "none"
+    assert decisions["champion_version"].isna().iloc[0]
+    assert len(retrains) >= 1 and (retrains["kind"] == "full").all()
+    assert retrains["now"].iloc[0] == START + pd.Timedelta(hours=2)
+    # nothing predicted before a promotion, and the never-retrained stream has nothing at all
+    verified = result.replay.verified
+    assert not (verified["stream"] == FROZEN).any()
+    promoted = retrains[retrains["promoted"]]
+    adaptive = verified[verified["stream"] == ADAPTIVE]
+    if promoted.empty:
+        assert adaptive.empty
+    else:
+        assert (adaptive["prediction_time"] >= promoted["now"].iloc[0]).all()

@@ -36,6 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -208,6 +209,8 @@ def run_case(case, seed, args, root, policy, gate) -> dict:
         "triggered_retrains": int(triggered),  # by the accuracy charts (not the no-champion retries)
         "no_champion_retrains": int(len(retrains) - triggered),
         "promotions": int(retrains["promoted"].sum()) if len(retrains) else 0,
+        # promotions that replaced a serving champion (the others made a first one where none served)
+        "replacing_promotions": int((retrains["promoted"] & retrains["previous_version"].notna()).sum()),
         "retrain_times": [str(t) for t in retrains["now"]],
         "worse_promotions": worse_promotions(runner, result, gate),
         **stream_stats(result),
@@ -217,7 +220,7 @@ def run_case(case, seed, args, root, policy, gate) -> dict:
         record["pnl_net_bps"] = {**record["pnl_net_bps"], ADAPTIVE: 0.0, FROZEN: 0.0}
     if case in ("b", "d"):
         record["change"] = str(change)
-        by_chart = retrains[[("no_champion" not in c) for c in retrain_codes]]
+        by_chart = retrains.loc[np.array([("no_champion" not in c) for c in retrain_codes], dtype=bool)]
         after = by_chart[by_chart["now"] >= change]
         record["detection_delay_hours"] = (
             num((after["now"].iloc[0] - change) / pd.Timedelta(hours=1)) if len(after) else None
@@ -263,7 +266,10 @@ def summarize(runs: list[dict], days: float) -> dict:
     return {
         "false_retrains_per_week": mean([r["triggered_retrains"] / weeks for r in a]),
         "no_champion_retrains_per_week": mean([r["no_champion_retrains"] / weeks for r in a]),
-        "promotions_per_week": mean([r["promotions"] / weeks for r in a]),
+        "promotions_per_week": mean([r["replacing_promotions"] / weeks for r in a]),
+        "first_champion_promotions_per_week": mean(
+            [(r["promotions"] - r["replacing_promotions"]) / weeks for r in a]
+        ),
         "detection_delay_hours": [r.get("detection_delay_hours") for r in b],
         "recovered_accuracy": [r.get("recovered_accuracy") for r in b],
         "recovered_se": [r.get("recovered_se") for r in b],
@@ -328,7 +334,7 @@ def main() -> None:
                     runs.append(future.result())
                 except Exception as error:  # one failed replay must not discard the others
                     failed.append({"case": case, "seed": seed, "error": f"{type(error).__name__}: {error}"})
-                    log(f"== case {case} seed {seed} FAILED: {failed[-1]['error']}")
+                    log(f"== case {case} seed {seed} FAILED:\n" + "".join(traceback.format_exception(error)))
                     continue
                 log(f"== case {case} seed {seed} done")
                 print(json.dumps(runs[-1], default=str), flush=True)

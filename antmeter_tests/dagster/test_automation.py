@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from antmeter.market.store import OHLCV
 from antmeter_assets import automation, market, news
 from antmeter_assets.definitions import defs
-from antmeter_resources import AlertWebhookResource, AntmeterSettings
+from antmeter_resources import AlertWebhookResource, AntmeterSettings, MarketStoreResource
 from antmeter_tests.dagster.conftest import SYMBOL, check_results, symbol_day
 
 UTC = dt.UTC
@@ -99,7 +99,9 @@ def report_gate(instance, gate: str, model_type: str = "lstm", serving: str = "1
 
 
 def test_drift_sensor_skips_without_a_report(instance):
-    context = dg.build_sensor_context(instance=instance, resources={"settings": AntmeterSettings()})
+    context = dg.build_sensor_context(
+        instance=instance, resources={"settings": AntmeterSettings(), "store": MarketStoreResource()}
+    )
     result = automation.retrain_on_drift(context)
     assert isinstance(result, dg.SkipReason) and "no verification report yet" in result.skip_message
     assert context.cursor is None

@@ -67,9 +67,11 @@ def predict_new_candles(
     the new prediction frames)."""
     from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
     from antmeter.live.inference import predict_symbol, require_same_schema
+    from antmeter.market.candles import closed_before, interval_timedelta
 
     config = settings.feature_config()
     warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    candle = interval_timedelta(settings.interval)
     written, stale, per_model, new_rows = 0, {}, {}, []
     for served in champions.values():
         require_same_schema(
@@ -86,10 +88,16 @@ def predict_new_candles(
             )
             after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
             after = max(after, now - MAX_BACKFILL)
-            candles = market.read_candles(
-                symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
+            # only candles closed by ``now`` (the rows' created_at): a harvest running beside this
+            # run may store the next candle while it predicts
+            candles = closed_before(
+                market.read_candles(
+                    symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
+                ),
+                now,
+                settings.interval,
             )
-            newest_close = candles["open_time"].max() + pd.Timedelta(minutes=1) if len(candles) else None
+            newest_close = candles["open_time"].max() + candle if len(candles) else None
             if newest_close is None or now - newest_close > pd.Timedelta(
                 minutes=settings.stale_after_minutes
             ):

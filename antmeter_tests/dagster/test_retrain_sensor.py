@@ -76,6 +76,17 @@ def test_the_first_champion_passed_the_significance_gate(live):
     assert gate["state"] == "serving v1"
 
 
+def test_predictions_use_only_candles_closed_by_their_clock(live):
+    # the store already holds 03-06 and 03-07 complete (harvested at LIVE); a predictions run at noon
+    # on 03-07 stamps its rows with its clock, so it must not predict on a candle closing after it (in
+    # the deployment a harvest running beside it stores the next candle while it predicts)
+    live.at("2024-03-07T12:00:30")
+    assert live.pipeline.materialize([serving.predictions]).success
+    rows = live.pipeline.market().read_frame("predictions", filters={"model_version": "1"})
+    assert rows["prediction_time"].max() == pd.Timestamp("2024-03-07T11:59", tz="UTC")
+    assert (rows["created_at"] >= rows["prediction_time"] + pd.Timedelta(minutes=1)).all()
+
+
 def test_the_degraded_champion_is_retrained_once_per_episode(live):
     meta = live.report(LIVE)
     stats = meta["policy_stats"]["antmeter-lstm"]

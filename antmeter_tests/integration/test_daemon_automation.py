@@ -112,10 +112,15 @@ def runs_tagged(topology: Topology, **tags: str) -> list[dg.DagsterRun]:
     return list(topology.instance().get_runs(dg.RunsFilter(tags=tags)))
 
 
-def successful_run(topology: Topology, job_name: str | None = None, **tags: str) -> dg.DagsterRun | None:
-    """A run with these tags (and job) that succeeded; a failed one raises with its errors."""
+def successful_run(
+    topology: Topology, job_name: str | None = None, asset: str | None = None, **tags: str
+) -> dg.DagsterRun | None:
+    """A run with these tags (and job, and ``asset`` in its selection) that succeeded; a failed one
+    raises with its errors."""
     for run in runs_tagged(topology, **tags):
         if job_name and run.job_name != job_name:
+            continue
+        if asset and dg.AssetKey(asset) not in (run.asset_selection or set()):
             continue
         if run.status == dg.DagsterRunStatus.FAILURE:
             raise AssertionError(
@@ -206,8 +211,11 @@ def test_automation_materializes_features_after_new_candles(topology: Topology, 
 
     partition = f"{today()}|{SYMBOL}"
     run = topology.wait_until(
+        # (labels of the partition may be materialized in a run of their own first)
         lambda: successful_run(
-            topology, **{"dagster/sensor_name": "antmeter_automation", "dagster/partition": partition}
+            topology,
+            asset="features",
+            **{"dagster/sensor_name": "antmeter_automation", "dagster/partition": partition},
         ),
         150,
         "an antmeter_automation run for today's partition",

@@ -290,6 +290,10 @@ def build_model_assets(model_type: str) -> list[dg.AssetsDefinition]:
                 ),
                 "mode": result.mode,
                 **candidate_presentation(result),
+                # (model − majority) / (oracle − majority) accuracy on the holdout: the simulator only
+                f"edge_ratio_{settings.primary_horizon}m": dg.MetadataValue.float(edge)
+                if (edge := result.edge_ratios(model_type).get(settings.primary_horizon)) is not None
+                else dg.MetadataValue.text("n/a (no oracle on this market)"),
                 "parity": dg.MetadataValue.json(result.parity),
                 "parity_problems": dg.MetadataValue.json(result.parity_problems),
                 "dataset_fingerprint": dataset["fingerprint"],

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from antmeter.features.labels import LabelConfig, compute_labels
 from antmeter.features.pipeline import FeatureConfig, compute_features, model_feature_columns
 from antmeter.learn.bundle import ServingModel
 from antmeter.learn.datasets import DatasetSpec, SampleSet, build_samples
-from antmeter.learn.metrics import evaluate_predictions
+from antmeter.learn.metrics import edge_ratio, evaluate_predictions
 from antmeter.learn.recipe import RecipeConfig, train_candidate
 from antmeter.market.file_import import read_candle_file
 from antmeter.market.simulator import SimulatorConfig, oracle_probability_up, simulate_range
@@ -166,9 +167,39 @@ def run_source(name: str, samples: SampleSet, hidden, args) -> dict:
         "samples": len(samples),
         "holdout_rows": n_holdout,
         "table": table,
+        "edge_ratio_5m": edge_ratios(tidy, args.model_types, 5) if hidden is not None else {},
         "importance_top5": {t: dict(list(v.items())[:5]) for t, v in importance.items()},
         "seconds": seconds,
     }
+
+
+def edge_ratios(tidy: pd.DataFrame, model_types: list[str], horizon: int) -> dict:
+    """Per model type: (model − majority) / (oracle − majority) holdout accuracy of each seed (the
+    oracle scored once, on the same rows), their mean and a 95% t-interval over seeds."""
+    oracle = tidy[tidy["model"] == "oracle"]
+    out = {}
+    for model_type in model_types:
+        runs = tidy[tidy["model_type"] == model_type]
+        per_seed = [
+            edge_ratio(pd.concat([rows, oracle]), model_type, horizon) for _, rows in runs.groupby("seed")
+        ]
+        values = np.array([r for r in per_seed if r is not None])
+        if values.size == 0:
+            out[model_type] = {"n": 0}
+            continue
+        half = (
+            float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
+            if values.size > 1
+            else math.nan
+        )
+        mean = float(values.mean())
+        out[model_type] = {
+            "mean": round(mean, 4),
+            "ci95": [round(mean - half, 4), round(mean + half, 4)],
+            "n": int(values.size),
+            "per_seed": [round(float(v), 4) for v in values],
+        }
+    return out
 
 
 def markdown(name: str, result: dict) -> str:
@@ -184,6 +215,17 @@ def markdown(name: str, result: dict) -> str:
                 v = result["table"].get(f"{m}|{h}|{metric}")
                 cells.append("–" if v is None else f"{v['mean']:.4f} ± {v['std']:.4f} (n={v['n']})")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if result.get("edge_ratio_5m"):
+        lines.append(
+            "\nEdge ratio at 5 candles, (model − majority) / (oracle − majority) accuracy on the holdout"
+            " (mean, 95% t-interval over seeds; the goal is a mean ≥ 0.95):\n"
+        )
+        for t, e in result["edge_ratio_5m"].items():
+            lines.append(
+                f"- {t}: {e['mean']:.3f} [{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}] (n={e['n']})"
+                if e["n"]
+                else f"- {t}: n/a (the oracle has no edge on these rows)"
+            )
     lines.append(
         "\nPermutation importance on the holdout (first seed, 5-candle horizon, top 5 by log-loss rise):\n"
     )

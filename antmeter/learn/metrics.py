@@ -184,3 +184,19 @@ def evaluate_predictions(
         values.update(regression_metrics(y_reg[:, j], reg[:, j]))
         rows.extend((name, int(horizon), metric, float(value)) for metric, value in values.items())
     return pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+
+
+def edge_ratio(
+    metrics: pd.DataFrame, model: str, horizon: int, reference: str = "majority", ceiling: str = "oracle"
+) -> float | None:
+    """The share of the attainable edge a model captures at one horizon: ``(model − majority) /
+    (oracle − majority)`` accuracy on the same rows (tidy ``EVALUATION_COLUMNS`` frame). 1 is the
+    ceiling, 0 the majority class; None without the ceiling's row or when it has no edge to share."""
+    accuracy = metrics[(metrics["metric"] == "accuracy") & (metrics["horizon"] == horizon)]
+    accuracy = accuracy.groupby("model")["value"].first()
+    if not {model, reference, ceiling} <= set(accuracy.index):
+        return None
+    room = accuracy[ceiling] - accuracy[reference]
+    if not room > 0:
+        return None
+    return float((accuracy[model] - accuracy[reference]) / room)

@@ -88,6 +88,17 @@ class CandidateResult:
     holdout_baseline_proba: dict[str, np.ndarray] = field(default_factory=dict)
     chosen_seed: int | None = None
 
+    def edge_ratios(self, model: str) -> dict[int, float]:
+        """Per horizon, the share of the oracle's edge over the majority class that ``model`` captures
+        on the holdout (:func:`~antmeter.learn.metrics.edge_ratio`); empty without a ceiling."""
+        from antmeter.learn.metrics import edge_ratio
+
+        ratios = {
+            int(h): edge_ratio(self.holdout_metrics, model, int(h))
+            for h in self.holdout_metrics["horizon"].unique()
+        }
+        return {h: r for h, r in sorted(ratios.items()) if r is not None}
+
     def holdout_score(self, model: str, metric: str, horizon: int) -> float:
         rows = self.holdout_metrics.query("model == @model and metric == @metric and horizon == @horizon")
         if rows.empty:

@@ -148,6 +148,12 @@ def log_candidate(
         )
         mlflow.log_metrics(
             {
+                f"holdout/edge_ratio_{h}m": r
+                for h, r in result.edge_ratios(str(config.get("model_type", ""))).items()
+            }
+        )
+        mlflow.log_metrics(
+            {
                 f"parity/{k}": float(v)
                 for k, v in result.parity.items()
                 if isinstance(v, int | float) and not isinstance(v, bool)

@@ -167,6 +167,17 @@ def test_oracle_ceiling_is_scored_on_the_same_rows(noise_run):
         assert f"cv/fold0/oracle/accuracy_{horizon}m" in run.data.metrics
     # the gate compares with baselines, never with the ceiling
     assert "oracle" not in metadata(result, "lstm_champion")["baseline_scores"]
+    # the edge ratio (model − majority) / (oracle − majority) of the same holdout rows, where the
+    # oracle has an edge to share (on a martingale it may have none)
+    accuracy = {m: run.data.metrics[f"holdout/{m}/accuracy_5m"] for m in ("lstm", "majority", "oracle")}
+    room = accuracy["oracle"] - accuracy["majority"]
+    if room > 0:
+        expected = (accuracy["lstm"] - accuracy["majority"]) / room
+        assert run.data.metrics["holdout/edge_ratio_5m"] == pytest.approx(expected, abs=1e-9)
+        assert candidate["edge_ratio_5m"] == pytest.approx(expected, abs=1e-9)
+    else:
+        assert "holdout/edge_ratio_5m" not in run.data.metrics
+        assert candidate["edge_ratio_5m"].startswith("n/a")
 
 
 def test_mlflow_run_reads_as_model_training(noise_run):

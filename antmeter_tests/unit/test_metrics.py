@@ -6,6 +6,7 @@ import math
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
@@ -14,6 +15,7 @@ from antmeter.learn.metrics import (
     calibration_curve,
     classification_metrics,
     confusion,
+    edge_ratio,
     evaluate_predictions,
     expected_calibration_error,
     regression_metrics,
@@ -142,3 +144,20 @@ def test_evaluate_predictions_is_tidy():
     assert set(per_horizon.index) == expected_metrics | {"mae", "rmse", "ic"}
     with pytest.raises(ValueError, match=r"proba must have shape \(50, 2, C\)"):
         evaluate_predictions("model_x", y_class, y_reg, proba[:, :1], reg, horizons)
+
+
+def test_edge_ratio_is_the_share_of_the_oracles_edge():
+    rows = [
+        ("lstm", 5, "accuracy", 0.56),
+        ("majority", 5, "accuracy", 0.50),
+        ("oracle", 5, "accuracy", 0.58),
+        ("lstm", 10, "accuracy", 0.55),
+        ("majority", 10, "accuracy", 0.52),
+        ("oracle", 10, "accuracy", 0.51),  # no edge over the majority class to share
+        ("lstm", 5, "log_loss", 0.69),
+    ]
+    metrics = pd.DataFrame(rows, columns=EVALUATION_COLUMNS)
+    assert edge_ratio(metrics, "lstm", 5) == pytest.approx(0.75)
+    assert edge_ratio(metrics, "lstm", 10) is None
+    assert edge_ratio(metrics, "lstm", 30) is None  # no rows at that horizon
+    assert edge_ratio(metrics[metrics["model"] != "oracle"], "lstm", 5) is None  # a real market

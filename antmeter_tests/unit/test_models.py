@@ -14,6 +14,7 @@ from antmeter.learn.models import (
     MultiTaskLoss,
     PatchTSTForecaster,
     build_model,
+    build_model_from_spec,
     load_preset,
     preset_names,
 )
@@ -34,10 +35,14 @@ def _seed_and_one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def _model(model_type: str, n_classes: int, preset: str = "laptop") -> torch.nn.Module:
+def _model(
+    model_type: str, n_classes: int, preset: str = "laptop", *, without_dropout: bool = False
+) -> torch.nn.Module:
     params = load_preset(preset, model_type)["model"]
     if model_type == "patchtst":
         params = {**params, "patch_len": 8, "stride": 4}
+    if without_dropout:
+        params = {k: 0.0 if k.endswith("dropout") else v for k, v in params.items()}
     return build_model(
         model_type, n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=n_classes, params=params
     )
@@ -82,7 +87,8 @@ def test_every_parameter_receives_a_gradient(model_type: str) -> None:
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
 def test_a_small_batch_can_be_overfit(model_type: str) -> None:
-    model = _model(model_type, 2).train()
+    # capacity and gradient flow (the presets' dropout regularises real data, not this check)
+    model = _model(model_type, 2, without_dropout=True).train()
     x = torch.randn(32, WINDOW, FEATURES)
     y_reg = x[:, -3:, 0].mean(dim=1, keepdim=True).repeat(1, len(HORIZONS)) * torch.tensor([1.0, 2.0, 3.0])
     y_class = (y_reg > 0).long()
@@ -249,3 +255,25 @@ def test_loss_is_cross_entropy_plus_weighted_mse_and_focal_downweights_easy_samp
         MultiTaskLoss(3, focal_gamma=-1)
     with pytest.raises(ValueError, match=r"unknown loss setting\(s\) \['gamma'\]"):
         MultiTaskLoss.from_config(3, {"gamma": 2})
+
+
+@pytest.mark.parametrize("model_type", MODEL_TYPES)
+def test_the_linear_highway_adds_a_linear_model_of_the_newest_step(model_type: str) -> None:
+    params = {**load_preset("laptop", model_type)["model"], "linear_highway": True}
+    model = build_model(
+        model_type, n_features=FEATURES, window=WINDOW, horizons=HORIZONS, n_classes=2, params=params
+    ).eval()
+    rebuilt = build_model_from_spec(model.spec).eval()
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.randn(4, WINDOW, FEATURES)
+    torch.testing.assert_close(model(x), rebuilt(x))
+    # zero-initialised: it starts as the body alone; then it adds a linear map of x[:, -1]
+    torch.testing.assert_close(model(x), model.body(x))
+    torch.nn.init.normal_(model.linear.classifier.weight)
+    torch.nn.init.normal_(model.linear.regressor.weight)
+    linear = model.linear
+    expected_logits = (x[:, -1] @ linear.classifier.weight.T).reshape(4, len(HORIZONS), 2)
+    logits, regression = model(x)
+    body_logits, body_regression = model.body(x)
+    torch.testing.assert_close(logits - body_logits, expected_logits)
+    torch.testing.assert_close(regression - body_regression, x[:, -1] @ linear.regressor.weight.T)

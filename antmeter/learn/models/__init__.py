@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from antmeter.learn.models import lstm, patchtst, transformer
+from antmeter.learn.models.layers import LinearHighway
 from antmeter.learn.models.losses import LOSS_DEFAULTS, MultiTaskLoss
 from antmeter.learn.models.patchtst import PatchTSTForecaster
 
@@ -29,6 +30,8 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "transformer": transformer.DEFAULTS,
     "patchtst": patchtst.DEFAULTS,
 }
+# Params every model type takes, handled around the model (see build_model_from_spec).
+_COMMON_DEFAULTS: dict[str, Any] = {"linear_highway": False}
 
 __all__ = [
     "DEFAULT_PRESET",
@@ -91,12 +94,11 @@ def _resolve_params(model_type: str, params: Mapping[str, Any] | None) -> dict[s
     if model_type not in _DEFAULTS:
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {list(MODEL_TYPES)}")
     given = dict(params or {})
-    unknown = sorted(set(given) - set(_DEFAULTS[model_type]))
+    defaults = {**_DEFAULTS[model_type], **_COMMON_DEFAULTS}
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
-        raise ValueError(
-            f"unknown {model_type} param(s) {unknown}; expected some of {sorted(_DEFAULTS[model_type])}"
-        )
-    return {**copy.deepcopy(_DEFAULTS[model_type]), **given}
+        raise ValueError(f"unknown {model_type} param(s) {unknown}; expected some of {sorted(defaults)}")
+    return {**copy.deepcopy(defaults), **given}
 
 
 def build_model(
@@ -137,6 +139,17 @@ def build_model_from_spec(spec: ModelSpec) -> nn.Module:
     if not spec.horizons:
         raise ValueError("horizons must not be empty")
     n_horizons = len(spec.horizons)
+    model = _build_body(spec, {k: v for k, v in params.items() if k not in _COMMON_DEFAULTS})
+    if params["linear_highway"]:
+        model = LinearHighway(model, spec.n_features, n_horizons, spec.n_classes)
+    model.spec = ModelSpec(
+        spec.model_type, spec.n_features, spec.window, spec.horizons, spec.n_classes, params
+    )
+    return model
+
+
+def _build_body(spec: ModelSpec, params: dict[str, Any]) -> nn.Module:
+    n_horizons = len(spec.horizons)
     if spec.model_type == "lstm":
         model: nn.Module = lstm.StackedLSTM(
             n_features=spec.n_features, n_horizons=n_horizons, n_classes=spec.n_classes, **params
@@ -157,9 +170,6 @@ def build_model_from_spec(spec: ModelSpec) -> nn.Module:
             n_classes=spec.n_classes,
             **params,
         )
-    model.spec = ModelSpec(
-        spec.model_type, spec.n_features, spec.window, spec.horizons, spec.n_classes, params
-    )
     return model
 
 

@@ -181,3 +181,22 @@ class MultiTaskHead(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(features).reshape(-1, self.n_horizons, self.n_classes)
         return logits, self.regressor(features)
+
+
+class LinearHighway(nn.Module):
+    """A model plus a linear map of the window's last time step added to its outputs (LSTNet's
+    autoregressive "highway", Lai et al. 2018): the network learns the non-linear rest on top of what a
+    linear model of the newest features already explains. Same interface as the wrapped model."""
+
+    def __init__(self, body: nn.Module, n_features: int, n_horizons: int, n_classes: int):
+        super().__init__()
+        self.body = body
+        self.linear = MultiTaskHead(n_features, n_horizons, n_classes)
+        for layer in (self.linear.classifier, self.linear.regressor):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, regression = self.body(x)
+        linear_logits, linear_regression = self.linear(x[:, -1])
+        return logits + linear_logits, regression + linear_regression

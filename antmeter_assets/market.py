@@ -77,7 +77,7 @@ def harvest_partition(
         newest = market.candle_stats(symbol, settings.interval, day.start, day.end).get("last_open_time")
         if newest is not None:
             frame = frame[frame["open_time"] >= pd.Timestamp(newest)]
-    written = market.upsert_candles(symbol, settings.interval, frame, source=candles.kind)
+    written = market.upsert_candles(symbol, settings.interval, frame, source=candles.kind, now=now)
     stored = market.read_candles(symbol, settings.interval, day.start, day.end)
     metadata = {
         "rows": len(stored),

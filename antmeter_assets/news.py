@@ -38,7 +38,9 @@ def news_articles(
             s: market.read_candles(s, settings.interval, day.start - pd.Timedelta(hours=2), day.end)
             for s in symbols
         }
-        articles = simulate_news(candles, day.start.date(), seed=news.seed)
+        articles = simulate_news(
+            candles, day.start.date(), seed=news.seed, interval=settings.interval, now=now
+        )
         articles = articles[articles["first_seen_at"] <= now]
     elif news.kind == "live":
         config = NewsConfig(

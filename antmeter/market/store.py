@@ -696,13 +696,24 @@ class MarketStore:
 
     # -- candles ---------------------------------------------------------------------------------
 
-    def upsert_candles(self, symbol: str, interval: str, candles: pd.DataFrame, source: str) -> int:
-        """Validate and upsert one symbol's candles in one transaction; returns the number of rows written."""
+    def upsert_candles(
+        self,
+        symbol: str,
+        interval: str,
+        candles: pd.DataFrame,
+        source: str,
+        *,
+        now: pd.Timestamp | None = None,
+    ) -> int:
+        """Validate and upsert one symbol's candles in one transaction; returns the number of rows written.
+
+        ``now``: the pipeline's clock the candle contract checks open times against (default: the wall
+        clock; a replay's simulated clock may run ahead of it)."""
         interval_timedelta(interval)
         validate_symbol(symbol, "ohlcv: symbol")
         if not isinstance(source, str) or not source:
             raise ValueError(f"ohlcv: source must be a non-empty string, got {source!r}")
-        canonical = validate_candles(candles, source, interval)
+        canonical = validate_candles(candles, source, interval, now=now)
         frame = canonical.assign(
             symbol=symbol,
             interval=interval,

@@ -84,9 +84,11 @@ def simulate_news(
     tone_noise: float = 0.5,
     tone_threshold: float = 0.4,
     interval: str = "1m",
+    now: pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """SIMULATED articles for the UTC ``day``, one Poisson stream per symbol (article frame, unscored).
 
+    ``now``: the pipeline's clock the candles are checked against (default: the wall clock).
     ``tone_scale`` is the trailing return that counts as a strong move (``tanh(return / tone_scale)``);
     ``tone_noise`` the standard deviation of the noise added to it; ``|signal| > tone_threshold``
     makes a headline positive/negative, anything else neutral.
@@ -100,7 +102,9 @@ def simulate_news(
     window = DayWindow.of(day)
     records: list[dict] = []
     for symbol in sorted(symbol_candles):
-        candles = validate_candles(symbol_candles[symbol], source=f"simulate_news[{symbol}]")
+        candles = validate_candles(
+            symbol_candles[symbol], source=f"simulate_news[{symbol}]", interval=interval, now=now
+        )
         records.extend(
             _symbol_articles(
                 symbol,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dagster as dg
 import pandas as pd
+import pytest
 
+from antmeter.market.candles import CandleValidationError
 from antmeter_assets import live
 from antmeter_tests.dagster.conftest import SYMBOL
 
@@ -74,3 +76,21 @@ def test_sensor_requests_one_run_per_closed_minute(pipeline, monkeypatch):
         dg.build_sensor_context(instance=pipeline.instance, cursor=context.cursor)
     )
     assert later.run_key == f"live-{DAY}T12:00:00+00:00"
+
+
+def test_a_clock_ahead_of_the_wall_clock_is_the_one_candles_are_checked_against(pipeline, monkeypatch):
+    """A replay's simulated clock may run ahead of the wall clock (compressed time): the harvest checks
+    candle times against the pipeline's clock, not the machine's, and the news follow it too."""
+    ahead = pd.Timestamp.now(tz="UTC").normalize() + pd.Timedelta(days=3)
+    result = run_minute(pipeline, monkeypatch, f"{ahead.date()}T00:10:30")
+    assert result.success
+    stats = pipeline.market().candle_stats(SYMBOL, "1m", ahead, ahead + pd.Timedelta(days=1))
+    assert stats["rows"] == 10
+    assert stats["last_open_time"] == ahead + pd.Timedelta(minutes=9)
+    # a candle beyond the pipeline's clock is still refused
+    later = pipeline.market().read_candles(SYMBOL, "1m", ahead, ahead + pd.Timedelta(days=1)).tail(1)
+    later = later.assign(open_time=ahead + pd.Timedelta(minutes=12))
+    with pytest.raises(CandleValidationError, match="after now"):
+        pipeline.market().upsert_candles(
+            SYMBOL, "1m", later, source="test", now=ahead + pd.Timedelta(minutes=10, seconds=30)
+        )

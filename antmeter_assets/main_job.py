@@ -330,8 +330,22 @@ def gate_lines(instance: dg.DagsterInstance) -> list[str]:
         meta = record.asset_materialization.metadata
         gate = meta["gate"].value if "gate" in meta else "?"
         reason = str(meta["reason"].value).strip().splitlines()[0] if "reason" in meta else ""
-        lines.append(f"  gate {key.to_user_string()}: {gate}. {reason[:160]}")
+        lines.append(f"  gate {key.to_user_string()}: {gate}. {reason[:160]}{_edge_ratios(instance, key)}")
     return lines
+
+
+def _edge_ratios(instance: dg.DagsterInstance, champion: dg.AssetKey) -> str:
+    """The candidate's edge ratios (share of the oracle's edge over the majority class) as a suffix."""
+    candidate = dg.AssetKey(champion.to_user_string().removesuffix("_champion") + "_candidate")
+    record = instance.get_latest_materialization_event(candidate)
+    if record is None or record.asset_materialization is None:
+        return ""
+    shown = [
+        f"{name} {value.value:.2f}" if isinstance(value.value, float) else f"{name} {value.value}"
+        for name, value in record.asset_materialization.metadata.items()
+        if name.startswith("edge_ratio_")
+    ]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def partition_coverage(symbols: list[str], days: list[str]) -> list[str]:

@@ -277,10 +277,9 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
     if candles.kind != "simulator" or settings.task != "binary":
         return {}
     from antmeter.learn.oracle import oracle_correct_of_verified
-    from antmeter.live.report import ReportSettings
     from antmeter.live.verification import join_verification
 
-    since = (now - ReportSettings(data_dir=Path(settings.data_dir)).lookback, None)
+    since = (now - settings.retrain_policy().chart_span, None)  # the report's lookback
     verified = market.read_frame("verification", time_range=since)
     if not len(verified):
         return {}

@@ -133,11 +133,22 @@ def fresh_database(admin_url: str, prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now. All are held open
+    while choosing: ports picked one at a time can repeat (the kernel may hand a just-closed one out
+    again), and two services given one port leave one of them unable to bind."""
+    with contextlib.ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now (several at once: :func:`free_ports`)."""
+    return free_ports(1)[0]
 
 
 @contextlib.contextmanager
@@ -536,7 +547,8 @@ def build_topology(
     dagster_home.mkdir(parents=True, exist_ok=True)
     data_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(CELERY_DAGSTER_YAML if celery else REPO / "dagster.yaml", dagster_home / "dagster.yaml")
-    mlflow_port = free_port() if celery is not None and celery.mlflow_server else None
+    spare = iter(free_ports(3))  # distinct from each other, whichever the caller fixes
+    mlflow_port = next(spare) if celery is not None and celery.mlflow_server else None
     mlflow_uri = f"http://127.0.0.1:{mlflow_port}" if mlflow_port else f"sqlite:///{root / 'mlflow.db'}"
     return Topology(
         root=root,
@@ -544,8 +556,8 @@ def build_topology(
         data_dir=data_dir,
         dagster_db_url=dagster_db_url,
         market_db_url=market_db_url,
-        grpc_port=grpc_port or free_port(),
-        webserver_port=webserver_port or free_port(),
+        grpc_port=grpc_port or next(spare),
+        webserver_port=webserver_port or next(spare),
         host=host,
         celery=celery,
         mlflow_port=mlflow_port,

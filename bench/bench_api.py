@@ -18,13 +18,14 @@ import asyncio
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from antmeter_deploy.topology import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 CONCURRENCY = (1, 32)
@@ -64,12 +65,6 @@ def floor_app():
     return Starlette(
         routes=[Route("/predict", predict), Route("/invocations", invocations, methods=["POST"])]
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(kind: str, port: int, env: dict[str, str]) -> subprocess.Popen:
@@ -179,7 +174,7 @@ def main() -> None:
     }
     os.environ.update(env)
     body = invocation_body(args.symbol)
-    ports = {"api": free_port(), "floor": free_port()}
+    ports = dict(zip(("api", "floor"), free_ports(2), strict=True))
     servers = {kind: start_server(kind, port, env) for kind, port in ports.items()}
     load_before = os.getloadavg()
     results: dict[str, object] = {}

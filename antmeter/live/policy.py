@@ -81,6 +81,8 @@ class RetrainPolicy:
     no_champion_retry_candles: int = 24 * 60
     horizon: int = 5
     window_candles: int = 24 * 60
+    # the CUSUM charts run over the rows predicted in the last chart_candles (the report's lookback)
+    chart_candles: int = 3 * 24 * 60
     interval: str = "1m"
 
     def __post_init__(self) -> None:
@@ -94,6 +96,7 @@ class RetrainPolicy:
             "no_champion_retry_candles": self.no_champion_retry_candles >= 0,
             "horizon": self.horizon >= 1,
             "window_candles": self.window_candles >= 1,
+            "chart_candles": self.chart_candles >= self.window_candles,
         }
         for name, ok in checks.items():
             if not ok:
@@ -107,6 +110,10 @@ class RetrainPolicy:
     @property
     def window_minutes(self) -> float:
         return self.window_candles * self.candle / pd.Timedelta(minutes=1)
+
+    @property
+    def chart_span(self) -> pd.Timedelta:
+        return self.chart_candles * self.candle
 
     @property
     def cooldown_minutes(self) -> float:
@@ -275,7 +282,8 @@ def summarize_window(
 
     Keeps rows of ``policy.horizon`` (and ``model_version`` when given -- otherwise the rows must hold a
     single version) whose outcome was known by ``now``; the counts use those known within the last
-    ``window_candles``, the charts all of them. Baselines are the ``{b}_correct`` columns present with
+    ``window_candles``, the charts those predicted within the last ``chart_candles`` (so a caller passing
+    more history, e.g. a replay, charts what the deployment's report does). Baselines are the ``{b}_correct`` columns present with
     at least one value; the baseline comparison uses only the rows where every such column is defined.
     """
     now = utc_timestamp(now, "now")
@@ -289,7 +297,7 @@ def summarize_window(
         raise ValueError(f"verified rows mix model versions {versions}; pass model_version")
     times = utc_ns(rows["prediction_time"], "prediction_time", "verified")
     known_at = times + (policy.horizon + 1) * policy.candle
-    known = (known_at <= now).to_numpy()
+    known = ((known_at <= now) & (times >= now - policy.chart_span)).to_numpy()
     rows, times = rows[known], times[known]
     order = np.lexsort((rows["symbol"].astype("str").to_numpy(), times.astype("int64").to_numpy()))
     rows, times = rows.iloc[order], times.iloc[order]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from antmeter.live._frames import ONE_MINUTE, LiveInputError, require_columns, utc_ns, utc_timestamp
+from antmeter.live._frames import LiveInputError, require_columns, utc_ns, utc_timestamp
 from antmeter.live.policy import PolicyState, RetrainPolicy, evaluate, run_key
 from antmeter.live.trading import long_flat_short_pnl
 from antmeter.live.verification import BASELINES, KEY_COLUMNS
@@ -355,13 +355,8 @@ def run_replay(
                 frozen.resolve(key, outcome, now)
         window.extend(matched)
         _count_baselines(matched, baseline_counts)
-        horizon_window = pd.Timedelta(minutes=policy.window_minutes)
-        while (
-            window
-            and window[0]["prediction_time"] + (window[0]["horizon_min"] + 1) * ONE_MINUTE
-            <= now - horizon_window
-        ):
-            window.popleft()
+        while window and window[0]["prediction_time"] < now - policy.chart_span:
+            window.popleft()  # what the charts no longer see (summarize_window filters the same span)
         psi = hooks.max_psi(now) if hooks.max_psi is not None else None
         decision = evaluate(
             policy,

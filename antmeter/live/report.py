@@ -25,7 +25,8 @@ class ReportSettings:
     fee_bps: float = 10.0
     entry_delay_candles: int = 0
     drift_windows: int = 2
-    lookback: pd.Timedelta = pd.Timedelta(days=3)
+    # how far back predictions are verified and charted; None: the retrain policy's chart span
+    lookback: pd.Timedelta | None = None
     rolling_window: str = "6h"
     feature_columns: tuple[str, ...] = ()
     retrain_policy: policy.RetrainPolicy = field(default_factory=policy.RetrainPolicy)
@@ -40,6 +41,13 @@ class ReportSettings:
             )
         if self.task == "three_class" and self.flat_band_bps is None:
             raise ValueError("ReportSettings: task='three_class' needs flat_band_bps (the labels' flat band)")
+        if self.lookback is None:
+            object.__setattr__(self, "lookback", self.retrain_policy.chart_span)
+        elif self.lookback < self.retrain_policy.chart_span:
+            raise ValueError(
+                f"ReportSettings: lookback {self.lookback} is shorter than the retrain policy's chart span "
+                f"{self.retrain_policy.chart_span} (chart_candles); the CUSUM charts would miss rows"
+            )
 
 
 @dataclass

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from starlette.testclient import TestClient
 from antmeter.market.simulator import oracle_probability_up, simulate_range
 from antmeter_api.app import build_service, create_app
 from antmeter_api.settings import ApiSettings
+from antmeter_deploy.topology import free_port
 from antmeter_testkit.servers.webhook_server import running_webhook
 from antmeter_tests.browser.conftest import REPO, screenshot
 
@@ -557,12 +557,6 @@ def test_operator_endpoints_are_off_without_a_token_and_503_without_a_webserver(
 
 
 # ------------------------------------------------------------------------------ real servers (loopback)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, process: subprocess.Popen, timeout_s: float) -> None:

@@ -7,7 +7,6 @@ Also makes the README's two screenshots (asset graph, a candidate's metadata) un
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,23 +17,18 @@ import dagster as dg
 import httpx
 import pytest
 
+from antmeter_deploy.topology import free_port
 from antmeter_tests.browser.conftest import REPO, FilledPipeline, screenshot
 
 STARTUP_TIMEOUT_S = 120
 LOCATION = "antmeter"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dagster_ui(filled_pipeline: FilledPipeline) -> Iterator[str]:
     """dagster-webserver on a free loopback port, on the filled instance, loading the code location
     the way `bash run.sh ui` does (deploy/local/workspace.yaml, location "antmeter")."""
-    port = _free_port()
+    port = free_port()
     env = {**filled_pipeline.env, "PYTHONPATH": str(REPO)}
     log = filled_pipeline.root / "webserver.log"
     with open(log, "wb") as out:

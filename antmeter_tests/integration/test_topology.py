@@ -9,7 +9,7 @@ import json
 import dagster as dg
 import pytest
 
-from antmeter_deploy.topology import LOCATION, Topology
+from antmeter_deploy.topology import LOCATION, Topology, free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +100,9 @@ def test_services_share_the_projects_postgres_instance(topology: Topology):
     statuses = instance.get_daemon_statuses()
     assert set(statuses) == set(instance.get_required_daemon_types())
     assert {name: status.healthy for name, status in statuses.items()} == dict.fromkeys(statuses, True)
+
+
+def test_the_services_ports_are_distinct(topology: Topology):
+    assert topology.grpc_port != topology.webserver_port
+    ports = free_ports(64)  # chosen together: never one port twice
+    assert len(set(ports)) == 64

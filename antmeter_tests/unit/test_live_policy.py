@@ -3,6 +3,8 @@ the sample minimum, drift as a warning only, cool-down from the end of a retrain
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -210,6 +212,20 @@ def test_summarize_window_filters_time_and_horizon():
     )
     stats = summarize_window(frame, policy, NOW)
     assert (stats.n, stats.n_correct) == (60, 60) and stats.n_effective == pytest.approx(60 / 5)
+
+
+def test_the_charts_see_only_rows_predicted_within_the_chart_span():
+    policy = RetrainPolicy(horizon=5, window_candles=60, chart_candles=120, accuracy_threshold=0.55)
+    old_misses = verified(200, 0.0, end=NOW - pd.Timedelta(minutes=120))  # predicted before the span
+    recent = verified(100, 0.6, end=NOW)
+    alone = summarize_window(recent, policy, NOW)
+    with_history = summarize_window(pd.concat([old_misses, recent]), policy, NOW)
+    assert with_history == alone  # a caller holding more history charts what the report does
+    assert (
+        summarize_window(old_misses, dataclasses.replace(policy, chart_candles=600), NOW).cusum_accuracy > 0
+    )
+    with pytest.raises(ValueError, match="chart_candles"):
+        RetrainPolicy(window_candles=60, chart_candles=59)
 
 
 def test_cusum_resets_and_marks_the_episode_start():

@@ -70,6 +70,11 @@ def test_report_settings_must_agree():
     assert ReportSettings(data_dir=Path("."), primary_horizon=30, retrain_policy=RetrainPolicy(horizon=30))
     with pytest.raises(ValueError, match="three_class.*flat_band_bps"):
         ReportSettings(data_dir=Path("."), task="three_class")
+    assert ReportSettings(data_dir=Path(".")).lookback == pd.Timedelta(days=3)  # the policy's chart span
+    hourly = RetrainPolicy(interval="1h", chart_candles=48, window_candles=24)
+    assert ReportSettings(data_dir=Path("."), retrain_policy=hourly).lookback == pd.Timedelta(hours=48)
+    with pytest.raises(ValueError, match="lookback 1 days.*chart span 3 days"):
+        ReportSettings(data_dir=Path("."), lookback=pd.Timedelta(days=1))
 
 
 def test_fold_metrics_summarized_over_seeds():

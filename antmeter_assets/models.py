@@ -104,7 +104,7 @@ def run_config_key(config: "TrainingRunConfig") -> dict[str, Any]:
 def training_dataset(
     context: dg.AssetExecutionContext, settings: AntmeterSettings, store: MarketStoreResource
 ) -> dg.MaterializeResult:
-    """Windowed samples (60-minute windows, pooled symbols with a symbol id) from features + labels of
+    """Windowed samples (``settings.window`` candles each, pooled symbols with a symbol id) from features + labels of
     the training window; rows spanning gaps, missing warm-up or unobserved horizons are excluded.
 
     Features and labels are read from the market store (``partition_frames``), which every machine
@@ -133,9 +133,15 @@ def training_dataset(
             for d in days
         ]
         frames[symbol] = pd.concat(parts, ignore_index=True)
-    stride = load_preset(settings.preset, "lstm")["dataset"].get("stride", 1)
-    spec = DatasetSpec(window=60, stride=stride, horizons=tuple(settings.horizons), task=settings.task)
-    samples = build_samples(frames, columns, spec, interval=settings.interval)
+    stride = settings.sample_stride or load_preset(settings.preset, "lstm")["dataset"].get("stride", 1)
+    spec = DatasetSpec(
+        window=settings.window,
+        stride=stride,
+        horizons=tuple(settings.horizons),
+        task=settings.task,
+        interval=settings.interval,
+    )
+    samples = build_samples(frames, columns, spec)
     directory = save_samples(samples, settings.path(*DATASET_DIR, "x").parent)
     (directory / "days.json").write_text(json.dumps(window))
     fingerprint = dataset_fingerprint(samples)

@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import httpx
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from antmeter.market.candles import DayWindow, closed_before, validate_candles
 from antmeter.market.redaction import get_logger, redact, redact_url, register_secret
@@ -95,8 +95,10 @@ class AntmeterSettings(dg.ConfigurableResource):
     """Pipeline-wide settings: symbols, horizons, model types, training window, promotion rule."""
 
     data_dir: str = Field(default_factory=lambda: str(default_data_dir()))
-    interval: str = "1m"
-    horizons: list[int] = [5, 10, 30]
+    interval: str = "1m"  # candle interval: 1m, 5m, 15m, 1h, 4h or 1d
+    horizons: list[int] = [5, 10, 30]  # in candles of the interval
+    window: int = Field(default=60, ge=2)  # candles per sample: the models' input length
+    sample_stride: int | None = Field(default=None, ge=1)  # candles between samples (None: the preset's)
     primary_horizon: int = 5
     task: str = "binary"
     model_types: list[str] = Field(default_factory=enabled_model_types)
@@ -117,6 +119,17 @@ class AntmeterSettings(dg.ConfigurableResource):
     hpo_trials: int = Field(default=0, ge=0)  # finished trials per study (0: no search, the default)
     hpo_minutes: float | None = Field(default=2.0, gt=0)  # no new trial starts after this
     hpo_storage_url: str | None = None  # default: the market store's database
+
+    @field_validator("interval")
+    @classmethod
+    def _supported_interval(cls, value: str) -> str:
+        from antmeter.market.candles import interval_timedelta
+
+        try:
+            interval_timedelta(value)
+        except ValueError as exc:
+            raise ValueError(f"settings.interval: {exc}") from None
+        return value
 
     def path(self, *parts: str) -> Path:
         """An absolute path under the data directory (parents created)."""

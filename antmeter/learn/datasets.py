@@ -42,12 +42,14 @@ SCHEMA_FILE = "feature_schema.json"
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """How samples are cut: window length (rows), stride (minutes on the clock), horizons and target task."""
+    """How samples are cut: window length, stride and horizons (all in candles of ``interval``) and the
+    target task."""
 
     window: int = 60
     stride: int = 1
     horizons: tuple[int, ...] = (5, 10, 30)
     task: str = "binary"
+    interval: str = "1m"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "horizons", tuple(int(h) for h in self.horizons))
@@ -61,6 +63,7 @@ class DatasetSpec:
             raise ValueError(f"DatasetSpec.horizons has duplicates: {self.horizons}")
         if self.task not in TASKS:
             raise ValueError(f"DatasetSpec.task must be one of {sorted(TASKS)}, got {self.task!r}")
+        interval_timedelta(self.interval)
 
     @property
     def n_classes(self) -> int:
@@ -69,8 +72,21 @@ class DatasetSpec:
 
     @property
     def max_horizon(self) -> int:
-        """The longest horizon in minutes (what purging and embargo must cover)."""
+        """The longest horizon in candles."""
         return max(self.horizons)
+
+    @property
+    def window_minutes(self) -> int:
+        """The window's span on the clock: what purging must cover behind a validation block."""
+        return self._minutes(self.window)
+
+    @property
+    def max_horizon_minutes(self) -> int:
+        """The longest horizon on the clock: what purging and embargo must cover ahead of a sample."""
+        return self._minutes(self.max_horizon)
+
+    def _minutes(self, candles: int) -> int:
+        return int(candles * interval_timedelta(self.interval) / pd.Timedelta(minutes=1))
 
     def class_columns(self) -> list[str]:
         """Label columns holding the class targets, one per horizon."""
@@ -502,8 +518,6 @@ def build_samples(
     frames: Mapping[str, pd.DataFrame],
     feature_cols: Sequence[str],
     spec: DatasetSpec,
-    *,
-    interval: str = "1m",
 ) -> SampleSet:
     """Cut windowed samples from per-symbol frames (features and labels joined on ``open_time``).
 
@@ -524,7 +538,7 @@ def build_samples(
     if missing:
         raise ValueError(f"symbol {symbols[0]!r}: missing feature column(s) {missing}")
     schema = FeatureSchema.from_frame(first, feature_cols)
-    step_ns = int(interval_timedelta(interval).value)
+    step_ns = int(interval_timedelta(spec.interval).value)
     n_classes = spec.n_classes
     n_rows_total = sum(len(f) for f in frames.values())
     X = np.empty((n_rows_total, len(feature_cols)), dtype=np.float32)
@@ -607,6 +621,7 @@ def save_samples(samples: SampleSet, directory: str | os.PathLike[str]) -> Path:
             "stride": samples.spec.stride,
             "horizons": list(samples.spec.horizons),
             "task": samples.spec.task,
+            "interval": samples.spec.interval,
         },
         "excluded": dict(samples.excluded),
         "excluded_by_symbol": {k: dict(v) for k, v in samples.excluded_by_symbol.items()},
@@ -646,7 +661,11 @@ def load_samples(directory: str | os.PathLike[str]) -> SampleSet:
         symbols=tuple(meta["symbols"]),
         schema=schema,
         spec=DatasetSpec(
-            window=spec["window"], stride=spec["stride"], horizons=tuple(spec["horizons"]), task=spec["task"]
+            window=spec["window"],
+            stride=spec["stride"],
+            horizons=tuple(spec["horizons"]),
+            task=spec["task"],
+            interval=spec.get("interval", "1m"),  # sets saved before intervals were recorded: minutes
         ),
         excluded=meta["excluded"],
         excluded_by_symbol=meta["excluded_by_symbol"],

@@ -130,7 +130,7 @@ def dataset_fingerprint(samples: SampleSet) -> str:
 
 def split(samples: SampleSet, config: RecipeConfig) -> tuple[list[Fold], Fold]:
     """Walk-forward folds inside the pre-holdout part, and the holdout split itself."""
-    window, max_h = samples.spec.window, samples.spec.max_horizon
+    window, max_h = samples.spec.window_minutes, samples.spec.max_horizon_minutes
     held: dict[str, Any] = {"fraction": config.holdout_fraction}
     if config.gate_start is not None:
         newest = pd.Timestamp(samples.sample_time.max(), tz="UTC")
@@ -364,8 +364,8 @@ def _fine_tune(
     folds = walk_forward_folds(
         samples.sample_time[recent],
         n_folds=1,
-        window_minutes=samples.spec.window,
-        max_horizon_minutes=samples.spec.max_horizon,
+        window_minutes=samples.spec.window_minutes,
+        max_horizon_minutes=samples.spec.max_horizon_minutes,
         embargo_minutes=config.embargo_minutes,
     )
     train_idx, val_idx = recent[folds[0].train], recent[folds[0].validation]

@@ -229,7 +229,7 @@ class BinanceKlinesClient:
             rows = self._get_json(params, deadline)
             requests += 1
             frame, _ = _parse_page(
-                rows, f"{source} page {page}", interval, start_ms, end_ms, previous_open_ms
+                rows, f"{source} page {page}", interval, start_ms, end_ms, previous_open_ms, now
             )
             page += 1
             if frame.empty:
@@ -454,8 +454,10 @@ def _parse_page(
     start_ms: int,
     end_ms: int,
     previous_open_ms: int | None,
+    now: pd.Timestamp,
 ) -> tuple[pd.DataFrame, int | None]:
-    """Check one page of kline arrays and return (candle frame, last open time in ms)."""
+    """Check one page of kline arrays and return (candle frame, last open time in ms); open times are
+    checked against the fetch's ``now`` (its clock), not the wall clock."""
     step_ms = _ms(interval_timedelta(interval))
     if not isinstance(rows, list):
         raise CandleValidationError(source, "-", "-", f"response is not a JSON array: {str(rows)[:200]!r}")
@@ -492,7 +494,7 @@ def _parse_page(
     frame = pd.DataFrame({"open_time": pd.to_datetime(open_times, unit="ms", utc=True), **values})
     if frame.empty:
         return empty_candles(), previous_open_ms
-    return validate_candles(frame, source, interval), previous_open_ms
+    return validate_candles(frame, source, interval, now=now), previous_open_ms
 
 
 def _integer(value: Any, source: str, row: int | str, field: str) -> int:

@@ -22,7 +22,16 @@ CANDLE_COLUMNS = ["open_time", *PRICE_COLUMNS, "volume"]
 DEFAULT_INTERVAL = "1m"
 
 _UNIX_EPOCH = pd.Timestamp(0, tz="UTC")
-_INTERVALS = {"1m": pd.Timedelta(minutes=1), "5m": pd.Timedelta(minutes=5), "1h": pd.Timedelta(hours=1)}
+# Binance's spellings; every one divides a UTC day, so a day (or a month) holds whole candles
+_INTERVALS = {
+    "1m": pd.Timedelta(minutes=1),
+    "5m": pd.Timedelta(minutes=5),
+    "15m": pd.Timedelta(minutes=15),
+    "1h": pd.Timedelta(hours=1),
+    "4h": pd.Timedelta(hours=4),
+    "1d": pd.Timedelta(days=1),
+}
+SUPPORTED_INTERVALS = tuple(_INTERVALS)
 
 
 EARLIEST_OPEN_TIME = pd.Timestamp("2009-01-01", tz="UTC")  # before any exchange traded crypto
@@ -48,7 +57,7 @@ def interval_timedelta(interval: str) -> pd.Timedelta:
         return _INTERVALS[interval]
     except KeyError:
         raise ValueError(
-            f"unsupported candle interval {interval!r}; expected one of {sorted(_INTERVALS)}"
+            f"unsupported candle interval {interval!r}; expected one of {list(_INTERVALS)}"
         ) from None
 
 

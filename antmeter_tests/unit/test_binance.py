@@ -12,7 +12,12 @@ import pandas as pd
 import pytest
 
 from antmeter.market.binance import BinanceConfig, BinanceError, BinanceKlinesClient
-from antmeter.market.candles import CANDLE_COLUMNS, CandleValidationError
+from antmeter.market.candles import (
+    CANDLE_COLUMNS,
+    SUPPORTED_INTERVALS,
+    CandleValidationError,
+    interval_timedelta,
+)
 from antmeter_testkit.servers.binance_server import FakeBinance, Fault, Kline, make_klines
 
 T0 = pd.Timestamp("2024-03-01 00:00", tz="UTC")
@@ -348,3 +353,20 @@ def test_prices_keep_full_decimal_precision(make_client, exchange, source_rows):
         candles[["open", "high", "low", "close", "volume"]].to_numpy()[0],
         [0.00001234, 0.00001240, 0.00001230, 0.00001235, 123456789.12345678],
     )
+
+
+@pytest.mark.parametrize("interval", SUPPORTED_INTERVALS)
+def test_every_supported_interval_pages_and_keeps_only_closed_candles(interval):
+    step = interval_timedelta(interval)
+    rows = make_klines(T0_MS, 1500, interval_ms=int(step / pd.Timedelta(milliseconds=1)), seed=5)
+    now = T0 + 1499 * step + step / 2  # the last candle is still open
+    clock = FakeTime(now)
+    with (
+        FakeBinance({(SYMBOL, interval): rows}, clock=clock.clock) as server,
+        BinanceKlinesClient(
+            BinanceConfig(base_url=server.base_url), sleep=clock.sleep, clock=clock.clock
+        ) as client,
+    ):
+        candles = client.fetch_klines(SYMBOL, interval, T0, T0 + 1500 * step)
+    pd.testing.assert_frame_equal(candles, _expected(rows[:-1]))
+    assert [int(r["startTime"]) for r in server.requests] == [T0_MS, T0_MS + 1000 * (rows[1][0] - rows[0][0])]

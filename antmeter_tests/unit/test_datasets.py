@@ -250,3 +250,29 @@ def test_too_short_history_gives_an_empty_set_that_still_batches():
     assert len(samples) == 0 and samples.excluded["warmup"] == 3
     x, y_class, y_reg, symbol_id = samples.view().batch()
     assert x.shape == (0, 5, len(FEATURES)) and y_class.shape == (0, 1) and symbol_id.shape == (0,)
+
+
+@pytest.mark.parametrize("interval", ["1m", "4h", "1d"])
+def test_purge_and_embargo_cover_the_window_and_horizon_on_the_clock_of_the_interval(interval):
+    """Windows and horizons count candles; the folds purge and embargo their span in time, so a 4h
+    sample's label (2 candles: 8 hours) never overlaps the validation windows it is trained beside."""
+    from antmeter.learn.recipe import RecipeConfig, split
+
+    step = pd.Timedelta(interval)
+    frame = synthetic_frame(400, seed=5, horizons=(2,))
+    frame["open_time"] = pd.date_range("2023-01-01", periods=len(frame), freq=step, tz="UTC").as_unit("ns")
+    spec = DatasetSpec(window=6, horizons=(2,), interval=interval)
+    assert (spec.window_minutes, spec.max_horizon_minutes) == (
+        6 * step.total_seconds() // 60,
+        2 * step.total_seconds() // 60,
+    )
+    samples = build_samples({"S": frame}, FEATURES, spec)
+    folds, holdout = split(samples, RecipeConfig(model_type="lstm", n_folds=2, holdout_fraction=0.2))
+    times = pd.to_datetime(samples.sample_time, utc=True)
+    for fold in [*folds, holdout]:
+        val_start = times[fold.validation].min()
+        before = times[fold.train][times[fold.train] < val_start]
+        # the newest training label ends before the oldest validation window begins
+        assert before.max() + 2 * step < val_start - 5 * step
+    with pytest.raises(ValueError, match="unsupported candle interval"):
+        DatasetSpec(interval="2h")

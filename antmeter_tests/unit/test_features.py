@@ -340,14 +340,18 @@ def test_short_histories_give_nan_features_not_errors(rows, sentiment):
         assert frame["tod_sin"].notna().all() and frame["body_size"].notna().all()
 
 
-@pytest.mark.parametrize("interval, step", [("1m", "1min"), ("5m", "5min"), ("1h", "1h")])
+@pytest.mark.parametrize(
+    "interval, step",
+    [("1m", "1min"), ("5m", "5min"), ("15m", "15min"), ("1h", "1h"), ("4h", "4h"), ("1d", "1D")],
+)
 def test_features_honour_the_candle_interval(interval, step):
     """Windows count candles of the interval; a candle is known at open + interval, so the sentiment
     as-of sees the last hour completed at that close; off-grid open times and gaps are named."""
     minute = random_walk_candles(n=600, seed=4)
     candles = minute.assign(open_time=pd.date_range("2024-01-01", periods=600, freq=step, tz="UTC"))
     config = F.FeatureConfig(include_sentiment=True)
-    hours = pd.date_range("2023-12-31", periods=24 * 40, freq="h", tz="UTC")
+    last_close = candles["open_time"].iloc[-1] + pd.Timedelta(step)
+    hours = pd.date_range(pd.Timestamp("2023-12-31", tz="UTC"), last_close, freq="h")
     sentiment = pd.DataFrame(
         {
             "hour": hours,

@@ -167,7 +167,10 @@ def test_empty_and_single_candle_frames():
         assert L.label_coverage(candles)["pending_5"] == rows
 
 
-@pytest.mark.parametrize("interval, step", [("1m", "1min"), ("5m", "5min"), ("1h", "1h")])
+@pytest.mark.parametrize(
+    "interval, step",
+    [("1m", "1min"), ("5m", "5min"), ("15m", "15min"), ("1h", "1h"), ("4h", "4h"), ("1d", "1D")],
+)
 def test_horizons_count_candles_of_the_interval(interval, step):
     """On 5m / 1h candles a horizon of h means h candles later; a missing candle is a gap, off-grid
     open times are refused naming the interval."""

@@ -347,15 +347,16 @@ def test_flip_inside_a_day_starts_at_the_exact_minute():
     assert (hidden.loc[~flipped, "signal_gain"] == 0.5).all()
 
 
-@pytest.mark.parametrize("interval, minutes", [("5m", 5), ("1h", 60)])
+@pytest.mark.parametrize("interval, minutes", [("5m", 5), ("15m", 15), ("1h", 60), ("4h", 240), ("1d", 1440)])
 def test_simulator_aggregates_minutes_to_the_interval_with_the_state_at_each_close(interval, minutes):
     per_minute = simulate_day("BTCUSDT", "2024-01-03")
     coarse = simulate_day("BTCUSDT", "2024-01-03", interval=interval)
     candles = validate_candles(coarse.candles, source=f"simulator:{interval}")
     assert len(candles) == len(coarse.hidden) == 1440 // minutes
     assert (candles["open_time"].diff().dropna() == pd.Timedelta(minutes=minutes)).all()
-    block = per_minute.candles.iloc[minutes : 2 * minutes]
-    second = candles.iloc[1]
+    k = min(1, len(candles) - 1)  # the second candle (the only one of a 1d day)
+    block = per_minute.candles.iloc[k * minutes : (k + 1) * minutes]
+    second = candles.iloc[k]
     assert second["open"] == block["open"].iloc[0] and second["close"] == block["close"].iloc[-1]
     assert second["high"] == block["high"].max() and second["low"] == block["low"].min()
     assert second["volume"] == pytest.approx(block["volume"].sum())

@@ -108,7 +108,9 @@ def ohlcv_check_results(
         "on_interval_grid": quality.off_grid_open_times(stored, settings.interval),
         "no_gaps": quality.gaps(stored, day.start, elapsed_end, settings.interval, outages),
         "fresh_live_partition": (
-            quality.staleness(stored, now, settings.stale_after_minutes, settings.interval)
+            quality.staleness(
+                stored, now, settings.stale_after() / pd.Timedelta(minutes=1), settings.interval
+            )
             if is_live
             else quality.QualityResult(True, "historical partition: staleness does not apply")
         ),

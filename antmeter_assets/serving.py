@@ -20,7 +20,8 @@ from antmeter_resources import (
 if TYPE_CHECKING:  # the registry module imports torch: loading the code location stays light
     from antmeter.registry.versions import ChampionCache, ServedChampion
 
-MAX_BACKFILL = pd.Timedelta(days=2)
+MAX_BACKFILL_CANDLES = 2 * 24 * 60  # how far back new predictions are made (two days at 1m)
+CURRENT_FEATURE_CANDLES = 6 * 60  # the drift check's current window (six hours at 1m)
 # When automation verifies predictions: after each tick of this cron, once predictions have updated
 # since it (hourly; a replay or test on a fast clock shortens it, e.g. "* * * * *").
 VERIFICATION_CRON = os.environ.get("ANTMETER_VERIFICATION_CRON", "0 * * * *")
@@ -61,7 +62,7 @@ def predict_new_candles(
     symbols: list[str] | None = None,
 ) -> tuple[int, dict[str, str], dict[str, int], list[pd.DataFrame]]:
     """Each champion's predictions for every candle of ``symbols`` (default: all) closed since its
-    last prediction (at most ``MAX_BACKFILL`` back), upserted into the store (idempotent by key).
+    last prediction (at most ``MAX_BACKFILL_CANDLES`` back), upserted into the store (idempotent by key).
     A champion trained on other feature columns than the configured ones refuses to serve (the error
     names the columns). Returns (rows written, stale symbols -> newest close, rows per model/symbol,
     the new prediction frames)."""
@@ -70,37 +71,38 @@ def predict_new_candles(
     from antmeter.market.candles import closed_before, interval_timedelta
 
     config = settings.feature_config()
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
     candle = interval_timedelta(settings.interval)
+    warmup = candle * required_warmup_minutes(config)  # counted in candles
+    backfill = candle * MAX_BACKFILL_CANDLES
     written, stale, per_model, new_rows = 0, {}, {}, []
     for served in champions.values():
-        require_same_schema(
-            served.model, model_feature_columns(config), f"champion {served.name} v{served.version}"
-        )
+        label = f"champion {served.name} v{served.version}"
+        require_same_schema(served.model, model_feature_columns(config), label)
+        if served.model.interval != settings.interval:
+            raise ValueError(
+                f"{label} was trained on {served.model.interval} candles, settings.interval is "
+                f"{settings.interval!r}: retrain it on this interval"
+            )
     for model_type, served in champions.items():
         model, name, version = served.model, served.name, served.version
-        earliest = pd.Timestamp(model.config["trained_until"]) + pd.Timedelta(minutes=max(model.horizons))
+        earliest = pd.Timestamp(model.config["trained_until"]) + candle * max(model.horizons)
         for symbol in symbols if symbols is not None else market.symbols():
             previous = market.read_frame(
                 "predictions",
                 filters={"symbol": symbol, "model_name": name, "model_version": version},
-                time_range=(now - MAX_BACKFILL, None),
+                time_range=(now - backfill, None),
             )
             after = max(earliest, previous["prediction_time"].max()) if len(previous) else earliest
-            after = max(after, now - MAX_BACKFILL)
+            after = max(after, now - backfill)
             # only candles closed by ``now`` (the rows' created_at): a harvest running beside this
             # run may store the next candle while it predicts
             candles = closed_before(
-                market.read_candles(
-                    symbol, settings.interval, after - warmup - pd.Timedelta(minutes=model.window), None
-                ),
+                market.read_candles(symbol, settings.interval, after - warmup - candle * model.window, None),
                 now,
                 settings.interval,
             )
             newest_close = candles["open_time"].max() + candle if len(candles) else None
-            if newest_close is None or now - newest_close > pd.Timedelta(
-                minutes=settings.stale_after_minutes
-            ):
+            if newest_close is None or now - newest_close > settings.stale_after():
                 stale[symbol] = str(newest_close)
                 log.warning(f"{symbol}: stale input (newest candle closed {newest_close}); not predicting")
                 continue
@@ -109,7 +111,9 @@ def predict_new_candles(
                 filters={"symbol": symbol},
                 time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None),
             )
-            features = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
+            features = compute_features(
+                candles, config, sentiment_hourly=sentiment, symbol=symbol, interval=settings.interval
+            )
             rows = predict_symbol(model, features, symbol, name, version, after, now)
             if len(rows):
                 written += market.upsert_frame("predictions", rows)
@@ -284,7 +288,7 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
     if not len(verified):
         return {}
     rows = join_verification(market.read_frame("predictions", time_range=since), verified)
-    rows["oracle_correct"] = oracle_correct_of_verified(rows, candles.simulator_config())
+    rows["oracle_correct"] = oracle_correct_of_verified(rows, candles.simulator_config(), settings.interval)
     rows["model_correct"] = rows["correct"].astype(bool)
     table = (
         rows.groupby(["model_name", "model_version", "horizon_min"])
@@ -296,7 +300,8 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
 
 
 def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_minutes):
-    """Current features (last 6 hours) and the training reference (the champion's training days)."""
+    """Current features (the last ``CURRENT_FEATURE_CANDLES``) and the training reference (the champion's
+    training days)."""
     days = next((c.get("training_days") for c in champions.values() if c.get("training_days")), None)
     if not days:
         return None, None
@@ -306,10 +311,13 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
         reference += [
             market.read_partition_frame("features", symbol, day) for day in days[-3:] if day in stored
         ]
-    warmup = pd.Timedelta(minutes=required_warmup_minutes(config))
+    from antmeter.market.candles import interval_timedelta
+
+    candle = interval_timedelta(settings.interval)
+    warmup, span = candle * required_warmup_minutes(config), candle * CURRENT_FEATURE_CANDLES
     current = []
     for symbol in market.symbols():
-        start = now - pd.Timedelta(hours=6) - warmup
+        start = now - span - warmup
         candles = market.read_candles(symbol, settings.interval, start, None)
         if len(candles):
             sentiment = market.read_frame(
@@ -317,8 +325,10 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
                 filters={"symbol": symbol},
                 time_range=(start - pd.Timedelta(hours=2), None),
             )
-            frame = compute_features(candles, config, sentiment_hourly=sentiment, symbol=symbol)
-            current.append(frame[frame["open_time"] >= now - pd.Timedelta(hours=6)])
+            frame = compute_features(
+                candles, config, sentiment_hourly=sentiment, symbol=symbol, interval=settings.interval
+            )
+            current.append(frame[frame["open_time"] >= now - span])
     if not reference or not current:
         return None, None
     return pd.concat(current, ignore_index=True), pd.concat(reference, ignore_index=True)

@@ -137,6 +137,14 @@ class AntmeterSettings(dg.ConfigurableResource):
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def stale_after(self) -> pd.Timedelta:
+        """How old the newest candle's close may be: the next candle may come ``stale_after_minutes``
+        late (``stale_after_minutes`` itself on 1-minute candles)."""
+        from antmeter.market.candles import interval_timedelta
+
+        candle = interval_timedelta(self.interval)
+        return candle + pd.Timedelta(minutes=self.stale_after_minutes) - pd.Timedelta(minutes=1)
+
     def gate_config(self):
         """The promotion gate's settings (per-row loss, level, non-inferiority margin)."""
         from antmeter.registry.promotion import GateConfig

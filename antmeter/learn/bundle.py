@@ -70,6 +70,11 @@ class ServingModel:
     def window(self) -> int:
         return int(self.config["window"])
 
+    @property
+    def interval(self) -> str:
+        """The candle interval it was trained on (bundles from before intervals were recorded: 1m)."""
+        return str(self.config.get("interval", "1m"))
+
     def __post_init__(self) -> None:
         self._window_shape = (self.window, len(self.schema))
 

@@ -412,6 +412,7 @@ def _export_bundle(
     serving = {
         "model_type": config.model_type,
         "window": samples.spec.window,
+        "interval": samples.spec.interval,
         "horizons": list(samples.spec.horizons),
         "task": samples.spec.task,
         "n_classes": samples.spec.n_classes,

@@ -149,6 +149,7 @@ def horizon_minutes(values: pd.Series, source: str) -> pd.Series:
     return pd.Series(numeric.astype("int64"), index=values.index)
 
 
-def minutes(values: pd.Series | np.ndarray) -> pd.TimedeltaIndex:
-    """Whole minutes as a timedelta index (vectorized ``h * 1 min``)."""
-    return pd.to_timedelta(np.asarray(values, dtype="int64"), unit="min")
+def candle_spans(counts: pd.Series | np.ndarray, interval: str = "1m") -> pd.TimedeltaIndex:
+    """Whole numbers of candles (e.g. horizons) as a timedelta index: ``h * interval``, vectorized."""
+    step_ns = int(interval_timedelta(interval).value)
+    return pd.to_timedelta(np.asarray(counts, dtype="int64") * step_ns, unit="ns")

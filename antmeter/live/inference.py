@@ -7,8 +7,7 @@ import pandas as pd
 
 from antmeter.learn.bundle import ServingModel
 from antmeter.learn.datasets import FeatureSchemaError
-
-ONE_MINUTE = pd.Timedelta(minutes=1)
+from antmeter.market.candles import interval_timedelta
 
 
 def require_same_schema(model: ServingModel, columns: list[str], label: str) -> None:
@@ -25,10 +24,14 @@ def require_same_schema(model: ServingModel, columns: list[str], label: str) -> 
 
 
 def inference_windows(
-    features: pd.DataFrame, columns: list[str], window: int, after: pd.Timestamp | None
+    features: pd.DataFrame,
+    columns: list[str],
+    window: int,
+    after: pd.Timestamp | None,
+    interval: str = "1m",
 ) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """Prediction times ``t > after`` whose ``window`` rows end at ``t``, are consecutive minutes and
-    finite, and the (unscaled) windows ``[N, window, F]`` for them."""
+    """Prediction times ``t > after`` whose ``window`` rows end at ``t``, are consecutive candles of
+    ``interval`` and finite, and the (unscaled) windows ``[N, window, F]`` for them."""
     missing = [c for c in columns if c not in features.columns]
     if missing:
         raise ValueError(f"the model's feature schema needs column(s) {missing[:10]} that the features lack")
@@ -39,7 +42,8 @@ def inference_windows(
         return times[:0], np.empty((0, window, len(columns)), dtype=np.float32)
     ns = times.as_unit("ns").asi8
     bad_rows = np.r_[0, np.cumsum(~np.isfinite(values).all(axis=1))]  # bad_rows[i] = bad rows before i
-    breaks = np.r_[0, np.cumsum(np.r_[True, np.diff(ns) != ONE_MINUTE.value])]  # breaks[i] = breaks before i
+    step = interval_timedelta(interval).value
+    breaks = np.r_[0, np.cumsum(np.r_[True, np.diff(ns) != step])]  # breaks[i] = breaks before i
     ends = np.arange(window - 1, len(frame))
     # valid: no bad row in [e-W+1, e] and no time break between consecutive rows of the window
     ok = (bad_rows[ends + 1] - bad_rows[ends + 1 - window] == 0) & (
@@ -63,7 +67,7 @@ def predict_symbol(
 ) -> pd.DataFrame:
     """Prediction rows (the store's ``predictions`` table) for every new window of one symbol."""
     names = list(model.schema.names)
-    times, windows = inference_windows(features, names, model.window, after)
+    times, windows = inference_windows(features, names, model.window, after, model.interval)
     if len(times) == 0:
         return pd.DataFrame()
     proba, regression = model.predict_windows(windows)

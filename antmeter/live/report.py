@@ -34,6 +34,11 @@ class ReportSettings:
     plot_path: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.retrain_policy.interval != self.interval:
+            raise ValueError(
+                f"ReportSettings: the retrain policy's interval {self.retrain_policy.interval!r} must be the "
+                f"candle interval {self.interval!r}"
+            )
         if self.retrain_policy.horizon != self.primary_horizon:
             raise ValueError(
                 f"ReportSettings: the retrain policy's horizon {self.retrain_policy.horizon} must be the "
@@ -78,13 +83,25 @@ def build_report(
     start = now - settings.lookback
     preds = store.read_frame("predictions", time_range=(start, None))
     symbols = sorted(preds["symbol"].unique()) if len(preds) else []
+    # persistence looks back one horizon from the oldest prediction
+    back = (
+        settings.retrain_policy.candle * (int(preds["horizon_min"].max()) + 1)
+        if len(preds)
+        else pd.Timedelta(0)
+    )
     candles = {
-        s: store.read_candles(s, settings.interval, start - pd.Timedelta(hours=1), None) for s in symbols
+        s: store.read_candles(s, settings.interval, start - max(back, pd.Timedelta(hours=1)), None)
+        for s in symbols
     }
     verified_rows = 0
     if len(preds):
         rows = verification.verify_predictions(
-            preds, candles, now, task=settings.task, flat_band_bps=settings.flat_band_bps
+            preds,
+            candles,
+            now,
+            task=settings.task,
+            flat_band_bps=settings.flat_band_bps,
+            interval=settings.interval,
         )
         if len(rows):
             verified_rows = store.upsert_frame("verification", rows)
@@ -106,6 +123,7 @@ def build_report(
             task=settings.task,
             flat_band_bps=settings.flat_band_bps,
             persistence_rates=persistence,
+            interval=settings.interval,
         )
         table = verification.rolling_report(
             joined,
@@ -113,6 +131,7 @@ def build_report(
             task=settings.task,
             flat_band_bps=settings.flat_band_bps,
             every=60,
+            interval=settings.interval,
         )
         plot = verification.plot_rolling_accuracy(
             table,
@@ -126,7 +145,9 @@ def build_report(
                 primary, closes, settings.entry_delay_candles, settings.retrain_policy.candle
             )
         for (name, version, symbol), group in primary.groupby(["model_name", "model_version", "symbol"]):
-            summary, _ = trading.long_flat_short_pnl(group, fee_bps=settings.fee_bps)
+            summary, _ = trading.long_flat_short_pnl(
+                group, fee_bps=settings.fee_bps, interval=settings.interval
+            )
             pnl[f"{name} v{version} {symbol}"] = {
                 **summary,
                 "entry_delay_candles": settings.entry_delay_candles,

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from antmeter.live._frames import horizon_minutes, require_columns, utc_ns
+from antmeter.market.candles import interval_timedelta
 
 MINUTES_PER_YEAR = 365 * 24 * 60
 SHARPE_UNIT = "annualized: per-period mean/std x sqrt(365*24*60/h), h-minute periods, 24/7 year"
@@ -99,7 +100,7 @@ def tradable_returns(
     candle: pd.Timedelta | None = None,
 ) -> np.ndarray:
     """Log return of a trade on each prediction entered at the close of the candle in which it was
-    stored (``created_at``) plus ``delay_candles`` candles, held for its ``horizon_min``; NaN where a
+    stored (``created_at``) plus ``delay_candles`` candles, held for its ``horizon_min`` candles; NaN where a
     candle is missing. ``closes`` has ``symbol, open_time, close``."""
     from antmeter.live._frames import candle_closes, lookup_close
 
@@ -110,7 +111,7 @@ def tradable_returns(
     candle = pd.Timedelta(minutes=1) if candle is None else candle
     stored = utc_ns(predictions["created_at"], "created_at", "predictions")
     entry = stored.dt.floor(candle) + delay_candles * candle
-    exit_ = entry + pd.to_timedelta(predictions["horizon_min"].astype("int64"), unit="min")
+    exit_ = entry + pd.to_timedelta(predictions["horizon_min"].astype("int64") * candle.value, unit="ns")
     start = lookup_close(closes, predictions["symbol"], entry)
     end = lookup_close(closes, predictions["symbol"], exit_)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -136,13 +137,15 @@ def long_flat_short_pnl(
     prob_column: str = "prob_up",
     baseline_columns: Sequence[str] | None = None,
     phase: int = 0,
+    interval: str = "1m",
 ) -> tuple[dict, pd.DataFrame]:
     """Back-test the long/flat/short rule on one (symbol, horizon, model) prediction series.
 
     ``predictions`` needs ``prediction_time`` and ``prob_column``; ``realized`` needs ``prediction_time``
     and ``realized_return`` (joined on the key columns both frames have among symbol, prediction_time,
     horizon_min); when ``realized`` is None, ``realized_return`` is read from ``predictions``.
-    ``horizon`` defaults to the frame's single ``horizon_min``. ``baseline_columns`` are further P(up)
+    ``horizon`` (candles of ``interval``) defaults to the frame's single ``horizon_min``; the grid is
+    ``phase (mod horizon)`` in candles since the epoch. ``baseline_columns`` are further P(up)
     columns driven through the same rule (default: every ``{baseline}_prob_up`` column present).
 
     Returns ``(summary, periods)``: ``summary`` has ``horizon_min, fee_bps, threshold, periods_per_year,
@@ -187,16 +190,18 @@ def long_flat_short_pnl(
     if preds["prediction_time"].duplicated().any():
         raise ValueError("predictions have duplicate prediction_time values")
 
-    minute_index = preds["prediction_time"].astype("int64").to_numpy() // 60_000_000_000
-    if (preds["prediction_time"].astype("int64").to_numpy() % 60_000_000_000).any():
-        raise ValueError("prediction_time values must be whole minutes")
-    on_grid = preds[(minute_index - phase) % horizon == 0].sort_values("prediction_time")
-    periods_per_year = MINUTES_PER_YEAR / horizon
+    candle = interval_timedelta(interval)
+    time_ns = preds["prediction_time"].astype("int64").to_numpy()
+    if (time_ns % candle.value).any():
+        raise ValueError(f"prediction_time values must be open times on the {interval} grid")
+    candle_index = time_ns // candle.value
+    on_grid = preds[(candle_index - phase) % horizon == 0].sort_values("prediction_time")
+    periods_per_year = MINUTES_PER_YEAR / (horizon * candle / pd.Timedelta(minutes=1))
     if on_grid.empty:
         grid = pd.DatetimeIndex([], tz="UTC")
     else:
         grid = pd.date_range(
-            on_grid["prediction_time"].iloc[0], on_grid["prediction_time"].iloc[-1], freq=f"{horizon}min"
+            on_grid["prediction_time"].iloc[0], on_grid["prediction_time"].iloc[-1], freq=horizon * candle
         )
     table = on_grid.set_index("prediction_time").reindex(grid)
     returns = table["realized_return"].to_numpy(dtype="float64", na_value=np.nan)

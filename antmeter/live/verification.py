@@ -29,18 +29,18 @@ from pandas.tseries.frequencies import to_offset
 
 from antmeter.learn.metrics import ECE_BINS
 from antmeter.live._frames import (
-    ONE_MINUTE,
     LiveInputError,
     candle_closes,
+    candle_spans,
     check_task,
     classify_returns,
     horizon_minutes,
     lookup_close,
-    minutes,
     require_columns,
     utc_ns,
     utc_timestamp,
 )
+from antmeter.market.candles import interval_timedelta
 
 KEY_COLUMNS = ["symbol", "prediction_time", "horizon_min", "model_name", "model_version"]
 PREDICTION_COLUMNS = [
@@ -92,11 +92,12 @@ def verify_predictions(
     now: pd.Timestamp,
     task: str = "binary",
     flat_band_bps: float | None = None,
+    interval: str = "1m",
 ) -> pd.DataFrame:
     """Verification rows (:data:`VERIFICATION_COLUMNS`) for the predictions whose outcome is known at ``now``.
 
-    A prediction ``(t, h)`` is verified only when candles ``t`` and ``t + h`` both exist and candle
-    ``t + h`` has closed by ``now`` (``t + h + 1 min <= now``). Everything else is left out (it stays
+    A prediction ``(t, h)`` (``h`` in candles of ``interval``) is verified only when candles ``t`` and
+    ``t + h`` both exist and candle ``t + h`` has closed by ``now`` (``t + (h + 1) candles <= now``). Everything else is left out (it stays
     unverified; nothing is guessed). ``candles`` is a mapping symbol -> candle frame or one frame with
     a ``symbol`` column. ``task="three_class"`` needs ``flat_band_bps``; classes are 0 down / 1 flat / 2 up.
     """
@@ -104,9 +105,10 @@ def verify_predictions(
     now = utc_timestamp(now, "now")
     preds = prepare_predictions(predictions, "predictions")
     closes = candle_closes(candles)
-    closes = closes[closes["open_time"] + ONE_MINUTE <= now]
-    outcome_time = preds["prediction_time"] + minutes(preds["horizon_min"])
-    due = preds[outcome_time + ONE_MINUTE <= now]
+    candle = interval_timedelta(interval)
+    closes = closes[closes["open_time"] + candle <= now]
+    outcome_time = preds["prediction_time"] + candle_spans(preds["horizon_min"], interval)
+    due = preds[outcome_time + candle <= now]
     start = lookup_close(closes, due["symbol"], due["prediction_time"])
     end = lookup_close(closes, due["symbol"], outcome_time[due.index])
     known = np.isfinite(start) & np.isfinite(end)
@@ -180,13 +182,15 @@ def add_baselines(
     task: str = "binary",
     flat_band_bps: float | None = None,
     persistence_rates: Mapping[object, Sequence[Sequence[float]]] | None = None,
+    interval: str = "1m",
 ) -> pd.DataFrame:
     """Add baseline predictions for the rows of ``frame`` (predictions, or predictions joined with outcomes).
 
     ``majority`` is added when ``class_rates`` is given: a float (binary training up-rate), a sequence of
     per-class rates, or a mapping keyed ``(symbol, horizon_min)`` or ``symbol`` to either (series without
     an entry get ``<NA>``; an empty mapping counts as not given); ties go to the lower class id. ``persistence``
-    is added when ``candles`` is given; it is missing (``<NA>``) where candle ``t - h`` or ``t`` is absent.
+    is added when ``candles`` is given (``h`` candles of ``interval``); it is missing (``<NA>``) where candle
+    ``t - h`` or ``t`` is absent.
     Adds ``{b}_class``, ``{b}_prob_down``, ``{b}_prob_flat``, ``{b}_prob_up`` and, when ``realized_class``
     is present, ``{b}_correct`` (nullable boolean).
     """
@@ -209,7 +213,9 @@ def add_baselines(
     if candles is not None:
         closes = candle_closes(candles)
         now_close = lookup_close(closes, out["symbol"], out["prediction_time"])
-        past_close = lookup_close(closes, out["symbol"], out["prediction_time"] - minutes(out["horizon_min"]))
+        past_close = lookup_close(
+            closes, out["symbol"], out["prediction_time"] - candle_spans(out["horizon_min"], interval)
+        )
         trailing = np.log(now_close / past_close)
         classes = classify_returns(trailing, task, flat_band_bps)
         probs = np.full((len(out), n_classes), np.nan)
@@ -337,6 +343,7 @@ def rolling_report(
     min_periods: int = 1,
     every: int = 1,
     ece_bins: int = ECE_BINS,
+    interval: str = "1m",
 ) -> pd.DataFrame:
     """Rolling accuracy, balanced accuracy, Brier score, ECE and n for the model and its baselines.
 
@@ -358,7 +365,12 @@ def rolling_report(
     frame = prepare_predictions(verified, "verified")
     if candles is not None or class_rates is not None:
         frame = add_baselines(
-            frame, candles=candles, class_rates=class_rates, task=task, flat_band_bps=flat_band_bps
+            frame,
+            candles=candles,
+            class_rates=class_rates,
+            task=task,
+            flat_band_bps=flat_band_bps,
+            interval=interval,
         )
     predictors = [MODEL, *[b for b in BASELINES if f"{b}_class" in frame.columns]]
     pieces = []

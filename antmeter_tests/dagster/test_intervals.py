@@ -1,9 +1,11 @@
 """Every candle interval end to end through the real assets: harvest (simulator) → features → labels →
-training dataset → LSTM candidate → its gate, with windows, strides and horizons counted in candles of
-the interval.
+training dataset → LSTM candidate → its gate → predictions → verification report, with windows, strides
+and horizons counted in candles of the interval.
 
 Each case harvests enough UTC-day partitions for a short feature warm-up and about a hundred samples
-(three days at 1m, 150 at 1d: the purge of a fold spans window, horizon and embargo), on a pinned clock whose newest day is today's (still filling). The
+(three days at 1m, 150 at 1d: the purge of a fold spans window, horizon and embargo), on a pinned clock whose newest day is today's (still filling). The candidate is
+served (by the operator's alias where the gate refused it: no signal is needed to test the plumbing),
+the clock moves on 16 candles, and what it predicted is verified against the candles that followed. The
 daily-horizon use is the 1d case: horizons of 2 and 4 days, an 8-candle window.
 """
 
@@ -15,7 +17,8 @@ import pytest
 
 from antmeter.learn.datasets import load_samples
 from antmeter.market.candles import SUPPORTED_INTERVALS, interval_timedelta
-from antmeter_assets import features, market, models
+from antmeter.registry import versions
+from antmeter_assets import features, market, models, serving
 from antmeter_assets.models import DATASET_DIR
 from antmeter_resources.resources import FeatureSettings
 from antmeter_tests.dagster.conftest import SYMBOL, make_pipeline, step_error, symbol_day
@@ -39,7 +42,7 @@ def test_the_interval_table_is_the_one_the_issue_names():
 
 @pytest.mark.parametrize("interval", SUPPORTED_INTERVALS)
 def test_every_interval_materializes_end_to_end(interval, instance, tmp_path, monkeypatch):
-    monkeypatch.setenv("ANTMETER_NOW", (TODAY + pd.Timedelta(minutes=30)).isoformat())
+    monkeypatch.setenv("ANTMETER_NOW", (TODAY + pd.Timedelta(minutes=1)).isoformat())
     step = interval_timedelta(interval)
     per_day = int(pd.Timedelta(days=1) / step)
     days = [str(d.date()) for d in pd.date_range(end=TODAY, periods=DAYS[interval], freq="D")]
@@ -53,7 +56,7 @@ def test_every_interval_materializes_end_to_end(interval, instance, tmp_path, mo
         assert result.success, result.get_step_failure_events()
     store = pipeline.market()
     closed = store.read_candles(SYMBOL, interval)
-    assert len(closed) == per_day * (len(days) - 1) + max(0, int(pd.Timedelta(minutes=30) / step))
+    assert len(closed) == per_day * (len(days) - 1) + (step == pd.Timedelta(minutes=1))
     assert (closed["open_time"].diff().dropna() == step).all()
     for day in days[:-1]:
         result = pipeline.materialize([features.features, features.labels], symbol_day(day))
@@ -84,3 +87,38 @@ def test_every_interval_materializes_end_to_end(interval, instance, tmp_path, mo
     meta = {k: v.value for k, v in gate.metadata.items()}
     assert meta["gate"] in {"promoted", "rejected"} and meta["rows_used"] > 0
     assert meta["reason"].split(":")[0] in {"PROMOTED", "REJECTED"}
+
+    if meta["gate"] != "promoted":  # the operator serves it anyway, as from the API
+        pipeline.resources["mlflow"].client().set_registered_model_alias(
+            "antmeter-lstm", versions.CHAMPION, meta["candidate_version"]
+        )
+        assert pipeline.materialize(
+            [a for a in models.model_assets if a.key.path[0] == "lstm_champion"]
+        ).success
+
+    later = TODAY + 16 * step + pd.Timedelta(minutes=1)
+    monkeypatch.setenv("ANTMETER_NOW", later.isoformat())
+    for day in pd.date_range(TODAY, later.floor("D"), freq="D"):
+        assert pipeline.materialize([market.ohlcv], symbol_day(str(day.date()))).success
+    live = pipeline.materialize([serving.predictions, serving.verification_report])
+    assert live.success, step_error(live)
+    predictions = store.read_frame("predictions")
+    (made,) = live.asset_materializations_for_node("predictions")
+    assert len(predictions) and set(predictions["horizon_min"]) == set(HORIZONS), {
+        k: v.value for k, v in made.metadata.items()
+    }
+    opened = pd.DatetimeIndex(predictions["prediction_time"])
+    assert ((opened - TODAY) % step == pd.Timedelta(0)).all() and opened.max() == later.floor(step) - step
+    verified = store.read_frame("verification").merge(
+        predictions, on=["symbol", "prediction_time", "horizon_min"]
+    )
+    assert len(verified) > 0
+    closes = store.read_candles(SYMBOL, interval).set_index("open_time")["close"]
+    outcome = verified["prediction_time"] + pd.to_timedelta(verified["horizon_min"] * step.value, unit="ns")
+    assert (outcome + step <= later).all()  # only outcomes whose candle had closed
+    np.testing.assert_allclose(
+        verified["realized_return"],
+        np.log(closes.loc[outcome].to_numpy() / closes.loc[verified["prediction_time"]].to_numpy()),
+    )
+    (report,) = live.asset_materializations_for_node("verification_report")
+    assert report.metadata["verified"].value == len(verified)

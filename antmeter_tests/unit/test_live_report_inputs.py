@@ -72,7 +72,11 @@ def test_report_settings_must_agree():
         ReportSettings(data_dir=Path("."), task="three_class")
     assert ReportSettings(data_dir=Path(".")).lookback == pd.Timedelta(days=3)  # the policy's chart span
     hourly = RetrainPolicy(interval="1h", chart_candles=48, window_candles=24)
-    assert ReportSettings(data_dir=Path("."), retrain_policy=hourly).lookback == pd.Timedelta(hours=48)
+    assert ReportSettings(data_dir=Path("."), interval="1h", retrain_policy=hourly).lookback == pd.Timedelta(
+        hours=48
+    )
+    with pytest.raises(ValueError, match="interval '1h' must be the candle interval '1m'"):
+        ReportSettings(data_dir=Path("."), retrain_policy=hourly)
     with pytest.raises(ValueError, match="lookback 1 days.*chart span 3 days"):
         ReportSettings(data_dir=Path("."), lookback=pd.Timedelta(days=1))
 

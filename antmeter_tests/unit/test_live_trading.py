@@ -73,6 +73,19 @@ def test_non_overlapping_grid_uses_one_prediction_per_horizon():
     assert periods["position"].tolist() == [-1, -1, -1, -1]  # minutes 2, 7, 12, 17
 
 
+def test_the_grid_counts_candles_of_the_interval():
+    """Hourly predictions with a 5-candle horizon hold five hours: one decision every fifth candle."""
+    prob = np.where(np.arange(20) % 5 == 0, 0.9, 0.1)
+    frame = series(prob, np.full(20, 0.001), horizon=5, step=60)
+    phase = int(T0.timestamp() // 3600) % 5  # the grid is anchored to the epoch
+    summary, periods = long_flat_short_pnl(frame, fee_bps=10.0, interval="1h", phase=phase)
+    assert summary["n_periods"] == 4 and periods["position"].tolist() == [1, 1, 1, 1]
+    assert summary["periods_per_year"] == pytest.approx(MINUTES_PER_YEAR / 300)
+    assert (periods["prediction_time"].diff().dropna() == pd.Timedelta(hours=5)).all()
+    with pytest.raises(ValueError, match="on the 4h grid"):
+        long_flat_short_pnl(frame, fee_bps=10.0, interval="4h")
+
+
 def test_threshold_missing_period_and_sharpe_annualization():
     frame = series([0.9, 0.52, 0.9, 0.9, 0.2], [0.002, 0.003, np.nan, 0.001, -0.004])
     frame = frame.drop(index=3)  # no prediction at the 4th period either

@@ -196,7 +196,7 @@ def verification_report(
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
     drift (PSI) against the training reference, and an after-fee long/flat/short back-test."""
     from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
-    from antmeter.live.report import ReportSettings, build_report, to_jsonable
+    from antmeter.live.report import ReportSettings, build_report, policy_charts, to_jsonable
 
     now = utc_now()
     market = store.get()
@@ -236,6 +236,11 @@ def verification_report(
             **verified_vs_oracle(market, now, settings, candles),
             "drift_alerts": len(alerts),
             "drift_warning": any(e.get("drift_warning") for e in report.policy_stats.values()),
+            "retrain_charts": dg.MetadataValue.md(
+                policy_charts(report.policy_stats, settings.retrain_policy()).to_markdown(index=False)
+                if report.policy_stats
+                else "no serving champion judged yet"
+            ),
             "policy_stats": dg.MetadataValue.json(to_jsonable(report.policy_stats)),
             "as_of": str(now),
         }

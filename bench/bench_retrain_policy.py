@@ -121,6 +121,59 @@ def drift_checks(candles, start, end, every_hours: float, reference_days: float 
     return checks
 
 
+def kl_bernoulli(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats."""
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
+def detection_bound(result, change: pd.Timestamp, policy: RetrainPolicy, n_models: int = 1) -> dict:
+    """What the verified rows allow after ``change``: the never-retrained champion's accuracy there and
+    the CUSUM delays it implies (Lorden: delay ~ alarm level / drift per effective row, plus the outcome
+    lag) for the threshold chart, for the validated chart (at the first champion's validated lower
+    bound) and for the best chart against the threshold (designed at the measured post-change accuracy,
+    drift = KL). Effective rows per hour as the policy counts them (an h-candle outcome counts 1/h of a
+    row when predictions come every candle)."""
+    verified = result.replay.verified
+    rows = verified[
+        (verified["stream"] == FROZEN)
+        & (verified["horizon_min"] == policy.horizon)
+        & (verified["prediction_time"] >= change)
+    ]
+    if len(rows) < 50:
+        return {}
+    p_post = float(np.clip(rows["correct"].mean(), 0.01, 0.99))
+    symbols = rows["symbol"].nunique()
+    effective_per_hour = symbols * (pd.Timedelta(hours=1) / policy.candle) / policy.horizon
+    level = policy.alarm_threshold(n_models)
+    lag_h = (policy.horizon + 1) * policy.candle / pd.Timedelta(hours=1)
+
+    def drift(p0: float, p1: float) -> float:
+        return p_post * math.log(p1 / p0) + (1 - p_post) * math.log((1 - p1) / (1 - p0))
+
+    def hours(drift_per_row: float | None) -> float | None:
+        if drift_per_row is None or drift_per_row <= 0:
+            return None
+        return level / (drift_per_row * effective_per_hour) + lag_h
+
+    threshold = policy.accuracy_threshold
+    serving = json.loads((result.namespace / "candidates" / "v1" / "bundle" / "serving.json").read_text())
+    validated = (serving.get("validated_accuracy") or {}).get(str(policy.horizon))
+    reference = policy.validated_reference(validated)
+    best = hours(kl_bernoulli(p_post, threshold) if p_post < threshold else None)
+    return {
+        "frozen_accuracy_after_change": num(p_post),
+        "validated_accuracy": num(validated["accuracy"]) if validated else None,
+        "validated_lower_bound": num(reference),
+        "effective_rows_per_hour": num(effective_per_hour),
+        "alarm_level": num(level),
+        "expected_delay_hours_threshold_chart": num(hours(drift(threshold, threshold - policy.shift))),
+        "expected_delay_hours_best_threshold_chart": num(best),
+        "expected_delay_hours_validated_chart": None
+        if reference is None
+        else num(hours(drift(reference, min(0.5, reference - policy.shift)))),
+    }
+
+
 def worse_promotions(runner: ReplayRunner, result, gate: GateConfig) -> list[dict]:
     """Each promotion's new vs previous model on the next 24 h of fresh samples (per-row log loss)."""
     out = []
@@ -225,6 +278,7 @@ def run_case(case, seed, args, root, policy, gate) -> dict:
         record["detection_delay_hours"] = (
             num((after["now"].iloc[0] - change) / pd.Timedelta(hours=1)) if len(after) else None
         )
+        record["detection_bound"] = detection_bound(result, change, policy)
     if case in ("a", "d") and args.drift_every > 0:
         checks = drift_checks(candles, start, end, args.drift_every)
         record["drift_checks"] = len(checks)
@@ -271,6 +325,7 @@ def summarize(runs: list[dict], days: float) -> dict:
             [(r["promotions"] - r["replacing_promotions"]) / weeks for r in a]
         ),
         "detection_delay_hours": [r.get("detection_delay_hours") for r in b],
+        "detection_bound": [r.get("detection_bound") for r in b],
         "recovered_accuracy": [r.get("recovered_accuracy") for r in b],
         "recovered_se": [r.get("recovered_se") for r in b],
         "hindsight_accuracy": [r.get("hindsight_accuracy") for r in b],

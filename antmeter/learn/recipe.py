@@ -308,6 +308,7 @@ def train_candidate(
         "trained_until": str(trained_until),
         "class_rates": class_rates,
         "persistence_rates": _persistence_rates(final_scaled, final_train, config),
+        "validated_accuracy": validated_accuracy(proba, final_scaled, holdout.validation),
         "seed": chosen_seed,
         **(extra_serving or {}),
     }
@@ -331,6 +332,23 @@ def train_candidate(
         holdout_baseline_proba=baseline_proba,
         chosen_seed=chosen_seed,
     )
+
+
+def validated_accuracy(proba: np.ndarray, scaled: SampleSet, eval_idx: np.ndarray) -> dict[str, dict]:
+    """The served model's accuracy per horizon on the holdout block (never trained on), with its rows and
+    effective rows (distinct sample times, each an ``h``-candle outcome sampled every ``stride`` candles
+    counting ``min(1, stride / h)``): the level the retrain policy's validated chart holds it to."""
+    y = scaled.y_class[eval_idx]
+    distinct_times = np.unique(scaled.sample_time[eval_idx]).size
+    out = {}
+    for i, h in enumerate(scaled.spec.horizons):
+        correct = proba[:, i, :].argmax(axis=1) == y[:, i]
+        out[str(h)] = {
+            "accuracy": float(correct.mean()) if correct.size else float("nan"),
+            "n": int(correct.size),
+            "n_effective": float(distinct_times * min(1.0, scaled.spec.stride / h)),
+        }
+    return out
 
 
 def _persistence_rates(scaled: SampleSet, train_idx: np.ndarray, config: RecipeConfig) -> dict[str, list]:

@@ -21,6 +21,14 @@ look-back (starting a chart later can only lower it, so truncation never adds al
   ``H1: p = accuracy_threshold - shift``; ``llr = ln(p1/p0)`` for a hit, ``ln((1-p1)/(1-p0))`` for a miss.
 * **Worse than the best baseline** (most hits on the same rows). On the discordant rows,
   ``H0: P(baseline right) = 0.5`` against ``0.5 + shift``.
+* **Below its validated level** (``validated_chart``). The two charts above test against fixed
+  levels, so a champion validated at 0.70 whose edge flips to 0.44 moves them slowly: the information
+  per row is ``KL(0.44 || 0.52)``, about 25 hours of two symbols at 5 candles. This chart tests the
+  champion against the accuracy its gate validated it at (``validated_accuracy`` of its serving config:
+  accuracy and effective rows on the holdout block the gate scored, which it never trained on), taken
+  conservatively as the one-sided lower confidence bound ``r = p - z * sqrt(p(1-p)/n_eff)`` at
+  ``validated_confidence``: ``H0: p = r`` against ``H1: p = min(0.5, r - shift)`` (the validated edge is
+  gone). It runs only when ``r`` is above ``accuracy_threshold`` (otherwise the first chart covers it).
 * **Alarm** when ``S >= ln(arl_effective * m)``, ``m`` = tests x model types: by Lorden's bound each
   chart's in-control average run length is at least ``arl_effective * m`` effective rows, so over all
   ``m`` charts false alarms come at most once per ``arl_effective`` effective rows on average (a
@@ -54,7 +62,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from statistics import NormalDist
 from typing import Literal
 
 import numpy as np
@@ -65,7 +75,7 @@ from antmeter.live.verification import BASELINES
 from antmeter.market.candles import interval_timedelta
 
 Action = Literal["none", "incremental", "full"]
-TESTS_PER_MODEL = 2  # accuracy below threshold, worse than the best baseline
+TESTS_PER_MODEL = 3  # accuracy below threshold, worse than the best baseline, below its validated level
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,9 @@ class RetrainPolicy:
     # the CUSUM charts run over the rows predicted in the last chart_candles (the report's lookback)
     chart_candles: int = 3 * 24 * 60
     interval: str = "1m"
+    # the chart against the champion's validated (gate holdout) accuracy, at this lower confidence bound
+    validated_chart: bool = True
+    validated_confidence: float = 0.95
 
     def __post_init__(self) -> None:
         checks = {
@@ -97,6 +110,7 @@ class RetrainPolicy:
             "horizon": self.horizon >= 1,
             "window_candles": self.window_candles >= 1,
             "chart_candles": self.chart_candles >= self.window_candles,
+            "validated_confidence": 0.5 <= self.validated_confidence < 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -123,9 +137,26 @@ class RetrainPolicy:
     def no_champion_retry_minutes(self) -> float:
         return self.no_champion_retry_candles * self.candle / pd.Timedelta(minutes=1)
 
+    @property
+    def tests_per_model(self) -> int:
+        return TESTS_PER_MODEL if self.validated_chart else TESTS_PER_MODEL - 1
+
     def alarm_threshold(self, n_models: int = 1) -> float:
         """The CUSUM alarm level ``ln(arl_effective * tests * model types)``."""
-        return math.log(self.arl_effective * TESTS_PER_MODEL * max(n_models, 1))
+        return math.log(self.arl_effective * self.tests_per_model * max(n_models, 1))
+
+    def validated_reference(self, validated: Mapping[str, float] | None) -> float | None:
+        """The validated chart's in-control accuracy: the lower ``validated_confidence`` bound of the
+        champion's validated accuracy (``{"accuracy": p, "n_effective": n}``), or None when the chart is
+        off, nothing was validated, or the bound is not above ``accuracy_threshold``."""
+        if not self.validated_chart or not validated:
+            return None
+        p, n = float(validated.get("accuracy", float("nan"))), float(validated.get("n_effective", 0.0))
+        if not (math.isfinite(p) and 0 < p < 1 and n >= 1):
+            return None
+        z = float(NormalDist().inv_cdf(self.validated_confidence))
+        reference = p - z * math.sqrt(p * (1 - p) / n)
+        return reference if reference > self.accuracy_threshold else None
 
 
 @dataclass(frozen=True)
@@ -147,6 +178,9 @@ class WindowStats:
     episode_accuracy: str | None = None
     episode_baseline: str | None = None
     model_version: str | None = None
+    validated_reference: float | None = None
+    cusum_validated: float = 0.0
+    episode_validated: str | None = None
 
     @property
     def accuracy(self) -> float:
@@ -275,13 +309,18 @@ def cusum(hits: np.ndarray, weights: np.ndarray, p0: float, p1: float) -> tuple[
 
 
 def summarize_window(
-    verified: pd.DataFrame, policy: RetrainPolicy, now: pd.Timestamp, model_version: str | None = None
+    verified: pd.DataFrame,
+    policy: RetrainPolicy,
+    now: pd.Timestamp,
+    model_version: str | None = None,
+    validated: Mapping[str, float] | None = None,
 ) -> WindowStats:
     """Window statistics and CUSUM charts from verified rows (predictions joined with verification, plus
     baselines) of one model version.
 
     Keeps rows of ``policy.horizon`` (and ``model_version`` when given -- otherwise the rows must hold a
-    single version) whose outcome was known by ``now``; the counts use those known within the last
+    single version) whose outcome was known by ``now``; ``validated``: the version's validated accuracy at
+    the policy horizon (see :meth:`RetrainPolicy.validated_reference`). The counts use those known within the last
     ``window_candles``, the charts those predicted within the last ``chart_candles`` (so a caller passing
     more history, e.g. a replay, charts what the deployment's report does). Baselines are the ``{b}_correct`` columns present with
     at least one value; the baseline comparison uses only the rows where every such column is defined.
@@ -311,6 +350,12 @@ def summarize_window(
     p0 = policy.accuracy_threshold
     chart, start = cusum(correct.astype(bool), weights, p0, p0 - policy.shift)
     stamps = list(times)
+    reference = policy.validated_reference(validated)
+    validated_chart, validated_start = (
+        cusum(correct.astype(bool), weights, reference, min(0.5, reference - policy.shift))
+        if reference is not None
+        else (0.0, None)
+    )
     stats = WindowStats(
         n=int(in_window.sum()),
         n_correct=int(correct[in_window].sum()),
@@ -318,6 +363,9 @@ def summarize_window(
         cusum_accuracy=chart,
         episode_accuracy=None if start is None else str(stamps[start]),
         model_version=None if model_version is None else str(model_version),
+        validated_reference=reference,
+        cusum_validated=validated_chart,
+        episode_validated=None if validated_start is None else str(stamps[validated_start]),
     )
     baseline_columns = [
         f"{b}_correct"
@@ -365,6 +413,8 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
         else None,
         "cusum_accuracy": w.cusum_accuracy,
         "cusum_baseline": w.cusum_baseline,
+        "validated_reference": w.validated_reference,
+        "cusum_validated": w.cusum_validated,
         "alarm_threshold": level,
         "episode": None,
         "last_retrain_at": None if inp.last_retrain_at is None else str(inp.last_retrain_at),
@@ -405,11 +455,20 @@ def decide(policy: RetrainPolicy, inp: PolicyInput) -> Decision:
                 f"(baseline right/model wrong {w.baseline_only_correct} vs {w.model_only_correct})"
             )
             episodes.append(str(w.episode_baseline))
+        if w.validated_reference is not None and w.cusum_validated >= level:
+            triggers.append(
+                f"below_validated_level: CUSUM {w.cusum_validated:.2f} >= {level:.2f} (accuracy "
+                f"{w.accuracy:.3f} vs validated lower bound {w.validated_reference:.3f}, n={w.n})"
+            )
+            episodes.append(str(w.episode_validated))
     if not triggers:
         if w.n < policy.min_samples:
             reason = f"insufficient_samples: n={w.n} < {policy.min_samples}"
         else:
-            reason = f"healthy: CUSUM accuracy {w.cusum_accuracy:.2f}, baseline {w.cusum_baseline:.2f} < {level:.2f}"
+            reason = (
+                f"healthy: CUSUM accuracy {w.cusum_accuracy:.2f}, baseline {w.cusum_baseline:.2f}, "
+                f"validated {w.cusum_validated:.2f} < {level:.2f}"
+            )
         return Decision("none", (reason, *warning), stats)
     stats["episode"] = min(episodes)
     if inp.consecutive_rejections >= policy.max_consecutive_rejections:
@@ -469,9 +528,10 @@ def evaluate(
     n_models: int = 1,
     serving: bool = True,
     repeats_rejected: frozenset[str] = frozenset(),
+    validated: Mapping[str, float] | None = None,
 ) -> Decision:
     """Summarize the window and decide: the single entry point of both the sensor and the replay."""
-    window = summarize_window(verified, policy, now, model_version=model_version)
+    window = summarize_window(verified, policy, now, model_version=model_version, validated=validated)
     return decide(
         policy,
         PolicyInput(

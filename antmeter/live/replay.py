@@ -51,8 +51,8 @@ _BASELINE_FIELDS = [f"{b}_{part}" for b in BASELINES for part in ("class", "prob
 
 DECISION_COLUMNS = [
     "now", "champion_version", "action", "codes", "reasons", "run_key", "n", "n_effective", "accuracy",
-    "baseline_name", "baseline_accuracy", "cusum_accuracy", "cusum_baseline", "alarm_threshold", "max_psi",
-    "consecutive_rejections",
+    "baseline_name", "baseline_accuracy", "cusum_accuracy", "cusum_baseline", "validated_reference",
+    "cusum_validated", "alarm_threshold", "max_psi", "consecutive_rejections",
 ]  # fmt: skip
 PNL_COLUMNS = [
     "stream", "symbol", "horizon_min", "net_bps", "gross_bps", "fees_bps", "n_trades", "turnover", "hit_rate",
@@ -64,6 +64,8 @@ _FLOAT_STATS = (
     "baseline_accuracy",
     "cusum_accuracy",
     "cusum_baseline",
+    "validated_reference",
+    "cusum_validated",
     "alarm_threshold",
     "max_psi",
 )
@@ -89,6 +91,8 @@ class ReplayHooks:
     predict_frozen: Callable[[pd.Timestamp], pd.DataFrame]
     retrain: Callable[[str, pd.Timestamp], GateOutcome]
     max_psi: Callable[[pd.Timestamp], float | None] | None = None
+    # a version's validated accuracy at the policy horizon (its serving config's validated_accuracy)
+    validated: Callable[[str], Mapping[str, float] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -366,6 +370,9 @@ def run_replay(
             psi,
             champion_version,
             serving=serving or champion_version is not None,
+            validated=None
+            if hooks.validated is None or champion_version is None
+            else hooks.validated(champion_version),
         )
         key = run_key(decision, model_name=model_name, horizon=policy.horizon, now=now, symbol=run_key_symbol)
         decisions.append(

@@ -55,7 +55,7 @@ from antmeter.features.pipeline import (
     model_feature_columns,
     required_warmup_minutes,
 )
-from antmeter.learn.bundle import ServingModel
+from antmeter.learn.bundle import SERVING_FILE, ServingModel
 from antmeter.learn.datasets import TASKS, DatasetSpec, SampleSet, build_samples
 from antmeter.learn.recipe import CandidateResult, RecipeConfig, train_candidate
 from antmeter.live import drift
@@ -330,6 +330,12 @@ class ReplayRunner:
             frames[symbol] = frame
         return build_samples(frames, self.columns, self.spec)
 
+    def _validated(self, version: str) -> dict | None:
+        """Version ``version``'s validated accuracy at the policy horizon (its serving config), as the
+        verification report passes it to the policy."""
+        config = json.loads((self.registry.bundle(version) / SERVING_FILE).read_text())
+        return (config.get("validated_accuracy") or {}).get(str(self.config.policy.horizon))
+
     def _reference_features(self, trained_at: pd.Timestamp) -> pd.DataFrame | None:
         """Features of the last ``drift_reference_days`` of candles a model was trained with (symbols pooled)."""
         if not self.config.drift:
@@ -540,6 +546,7 @@ class ReplayRunner:
             predict_frozen=self._predict_frozen,
             retrain=self._retrain,
             max_psi=self._max_psi if self.config.drift else None,
+            validated=self._validated,
         )
         clock = ReplayClock(start + pd.Timedelta(self.config.step), end, self.config.step)
         self.progress(

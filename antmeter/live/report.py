@@ -75,9 +75,10 @@ def build_report(
 ) -> VerificationReport:
     """Verify predictions made in the lookback window and report on them.
 
-    ``champions`` maps a registered model name to its serving config (``class_rates`` and
-    ``persistence_rates`` per horizon, and ``serving_version``: the version its gate serves). Only the
-    serving version of each model is judged by the policy. P&L enters at the close of the candle after
+    ``champions`` maps a registered model name to its serving config (``class_rates``,
+    ``persistence_rates`` and ``validated_accuracy`` per horizon, and ``serving_version``: the version its
+    gate serves). Only the serving version of each model is judged by the policy, against its own
+    validated accuracy. P&L enters at the close of the candle after
     each prediction was stored (plus ``entry_delay_candles``).
     """
     start = now - settings.lookback
@@ -156,7 +157,12 @@ def build_report(
             serving = champions.get(str(name), {}).get("serving_version")
             if serving is None:  # unknown serving version: the newest, ordered numerically
                 serving = max(group["model_version"].astype("str").unique(), key=policy.version_key)
-            window = policy.summarize_window(group, settings.retrain_policy, now, model_version=str(serving))
+            validated = (champions.get(str(name), {}).get("validated_accuracy") or {}).get(
+                str(settings.primary_horizon)
+            )
+            window = policy.summarize_window(
+                group, settings.retrain_policy, now, model_version=str(serving), validated=validated
+            )
             stats[str(name)] = {**window.__dict__, "model_version": str(serving)}
     drift_frame = pd.DataFrame()
     if current_features is not None and reference_features is not None and len(current_features):
@@ -173,6 +179,29 @@ def build_report(
             entry["max_psi"] = worst
             entry["drift_warning"] = warning
     return VerificationReport(verified_rows, table, drift_frame, pnl, stats, plot)
+
+
+def policy_charts(stats: dict[str, dict[str, Any]], retrain_policy: policy.RetrainPolicy) -> pd.DataFrame:
+    """One row per model: the judged version, its window accuracy, the validated lower bound and the three
+    CUSUM charts next to the alarm level the sensor applies (Bonferroni over these models)."""
+    level = retrain_policy.alarm_threshold(len(stats))
+    rows = [
+        {
+            "model": name,
+            "version": entry.get("model_version"),
+            "n": entry.get("n"),
+            "accuracy": round(entry["n_correct"] / entry["n"], 4) if entry.get("n") else None,
+            "validated_lower_bound": None
+            if entry.get("validated_reference") is None
+            else round(float(entry["validated_reference"]), 4),
+            "cusum_accuracy": round(float(entry.get("cusum_accuracy", 0.0)), 2),
+            "cusum_baseline": round(float(entry.get("cusum_baseline", 0.0)), 2),
+            "cusum_validated": round(float(entry.get("cusum_validated", 0.0)), 2),
+            "alarm_level": round(level, 2),
+        }
+        for name, entry in sorted(stats.items())
+    ]
+    return pd.DataFrame(rows)
 
 
 def _class_rates(champions: dict[str, dict[str, Any]], joined: pd.DataFrame) -> dict:

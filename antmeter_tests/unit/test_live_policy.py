@@ -251,11 +251,89 @@ def test_decide_direct_input_and_policy_validation():
     window = WindowStats(n=400, n_correct=160, n_effective=400.0, cusum_accuracy=20.0)
     assert decide(RetrainPolicy(), PolicyInput(window, None, NOW, None, 0)).action == "incremental"
     several = PolicyInput(window, None, NOW, None, 0, n_models=3)
-    assert decide(RetrainPolicy(), several).stats["alarm_threshold"] == pytest.approx(np.log(2000 * 2 * 3))
+    # three charts per model type (threshold, baseline, validated level), Bonferroni over the types
+    assert decide(RetrainPolicy(), several).stats["alarm_threshold"] == pytest.approx(np.log(2000 * 3 * 3))
+    without = RetrainPolicy(validated_chart=False)
+    assert decide(without, several).stats["alarm_threshold"] == pytest.approx(np.log(2000 * 2 * 3))
     with pytest.raises(ValueError, match="accuracy_threshold"):
         RetrainPolicy(accuracy_threshold=1.5)
     with pytest.raises(ValueError, match="min_samples"):
         RetrainPolicy(min_samples=0)
+    with pytest.raises(ValueError, match="validated_confidence"):
+        RetrainPolicy(validated_confidence=1.0)
+
+
+def test_validated_reference_is_the_lower_confidence_bound_above_the_threshold():
+    policy = RetrainPolicy(accuracy_threshold=0.52, validated_confidence=0.95)
+    reference = policy.validated_reference({"accuracy": 0.70, "n_effective": 200.0})
+    assert reference == pytest.approx(0.70 - 1.6449 * np.sqrt(0.7 * 0.3 / 200), abs=1e-4)
+    # too few rows or too little edge for a bound above the threshold: no validated chart
+    assert policy.validated_reference({"accuracy": 0.56, "n_effective": 100.0}) is None
+    assert policy.validated_reference(None) is None
+    assert (
+        RetrainPolicy(validated_chart=False).validated_reference({"accuracy": 0.7, "n_effective": 200})
+        is None
+    )
+
+
+def _flipped_stream(
+    hours_after: float, before: float, after: float, seed: int
+) -> tuple[pd.DataFrame, pd.Timestamp]:
+    """Two symbols, one 5-minute prediction a minute: 2 days at ``before``, then ``hours_after`` at
+    ``after`` (Bernoulli draws); returns the rows and the time the last outcome is known."""
+    flip = NOW + pd.Timedelta(days=2)
+    end = flip + pd.Timedelta(hours=hours_after)
+    frames = []
+    for k, symbol in enumerate(("BTCUSDT", "ETHUSDT")):
+        pre = verified(2 * 1440, before, random=True, seed=seed * 10 + k, end=flip + pd.Timedelta(minutes=6),
+                       symbol=symbol)  # fmt: skip
+        post = verified(
+            int(hours_after * 60), after, random=True, seed=seed * 10 + k + 5, end=end, symbol=symbol
+        )
+        frames += [pre, post]
+    return pd.concat(frames, ignore_index=True), end
+
+
+def test_a_champion_that_loses_its_validated_edge_alarms_within_hours_the_fixed_charts_do_not():
+    """Validated at 0.70 on 250 effective rows, live at 0.70, then its edge flips to 0.44: the validated
+    chart alarms within 6 hours of the flip (its expected delay is about 3.5 h), the threshold chart alone
+    would not have (25 h expected)."""
+    policy = RetrainPolicy()
+    validated = {"accuracy": 0.70, "n_effective": 250.0}
+    delays = []
+    for seed in range(5):
+        rows, _ = _flipped_stream(12, 0.70, 0.44, seed)
+        flip = NOW + pd.Timedelta(days=2)
+        for hour in range(1, 13):
+            now = flip + pd.Timedelta(hours=hour)
+            decision = evaluate(policy, rows[rows["prediction_time"] < now - pd.Timedelta(minutes=6)], now,
+                                PolicyState(), validated=validated)  # fmt: skip
+            if decision.action != "none":
+                assert "below_validated_level" in decision.codes
+                assert decision.stats["validated_reference"] > policy.accuracy_threshold
+                delays.append(hour)
+                break
+        fixed = evaluate(RetrainPolicy(validated_chart=False), rows, now, PolicyState())
+        assert fixed.action == "none"
+    assert len(delays) == 5 and max(delays) <= 6
+
+
+def test_a_champion_that_holds_its_validated_level_stays_quiet_for_a_week_of_hourly_looks():
+    """Live accuracy exactly at the validated point estimate (0.62 on 150 effective rows), 2 symbols,
+    168 hourly looks over 3-day charts: no alarm."""
+    policy = RetrainPolicy()
+    validated = {"accuracy": 0.62, "n_effective": 150.0}
+    end = NOW + pd.Timedelta(days=7)
+    rows = pd.concat(
+        [verified(7 * 1440, 0.62, random=True, seed=s, end=end, symbol=sym) for s, sym in enumerate("AB")]
+    )
+    alarms = 0
+    for hour in range(24, 7 * 24 + 1):
+        now = NOW + pd.Timedelta(hours=hour)
+        known = rows[rows["prediction_time"] < now - pd.Timedelta(minutes=6)]
+        lookback = known[known["prediction_time"] >= now - pd.Timedelta(days=3)]
+        alarms += evaluate(policy, lookback, now, PolicyState(), validated=validated).action != "none"
+    assert alarms == 0
 
 
 def test_policy_state_json_round_trip():

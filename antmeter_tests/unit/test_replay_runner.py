@@ -39,11 +39,12 @@ from antmeter.registry.promotion import GateConfig
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 START, END = pd.Timestamp("2024-01-02 12:00", tz="UTC"), pd.Timestamp("2024-01-02 18:00", tz="UTC")
 FLIP = pd.Timestamp("2024-01-02 15:00", tz="UTC")
-# a six-hour replay: a bold alternative (accuracy 0.45) and a short in-control run length, so that a
-# flip is caught within three hours (the deployment's defaults are far more conservative)
+# a six-hour replay: a bold alternative (accuracy 0.45) and a short in-control run length (alarm level
+# ln(40) over the three charts), so that a flip is caught within three hours (the deployment's defaults
+# are far more conservative)
 POLICY = RetrainPolicy(
     horizon=5, window_candles=180, min_samples=100, cooldown_candles=24 * 60, accuracy_threshold=0.60,
-    shift=0.15, arl_effective=20,
+    shift=0.15, arl_effective=40 / 3,
 )  # fmt: skip
 HORIZONS = (5, 10)
 
@@ -83,6 +84,16 @@ def run(candles, tmp_path_factory):
     root = tmp_path_factory.mktemp("replay-root")
     result = ReplayRunner(make_config(), candles, root, progress=lambda message: None).run(START, END)
     return result, root
+
+
+def _validated(result, version: str) -> dict:
+    """The version's validated accuracy at the policy horizon, read from its bundle's serving config."""
+    config = json.loads(
+        (result.namespace / "candidates" / f"v{version}" / "bundle" / "serving.json").read_text()
+    )
+    validated = config["validated_accuracy"][str(POLICY.horizon)]
+    assert 0 < validated["accuracy"] < 1 and validated["n_effective"] > 0
+    return validated
 
 
 def _adaptive_window(verified: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +139,10 @@ def test_decisions_equal_the_policy_function_on_the_same_inputs(run):
             state = state.after_retrain(retrain.now, bool(retrain.promoted))
         known = window[window["verified_at"] <= decision.now]
         psi = None if pd.isna(decision.max_psi) else float(decision.max_psi)
-        replayed = evaluate(POLICY, known, decision.now, state, psi, decision.champion_version)
+        validated = _validated(result, decision.champion_version)
+        replayed = evaluate(
+            POLICY, known, decision.now, state, psi, decision.champion_version, validated=validated
+        )
         # the sensor's path: window stats travel as JSON in the report's metadata, then decide()
         stats = to_jsonable(
             summarize_window(
@@ -136,6 +150,7 @@ def test_decisions_equal_the_policy_function_on_the_same_inputs(run):
                 POLICY,
                 decision.now,
                 model_version=decision.champion_version,
+                validated=validated,
             ).__dict__
         )
         sensor = decide(

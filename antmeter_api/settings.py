@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from antmeter.features.pipeline import feature_config_from_settings
 from antmeter.live.service import ServiceSettings
 from antmeter.market.simulator import SimulatorConfig
 
@@ -80,7 +81,7 @@ class ApiSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ApiSettings:
         """``ANTMETER_STORE_URL``, ``MLFLOW_TRACKING_URI``, ``ANTMETER_DATA_DIR``, ``ANTMETER_MODEL_TYPES``,
         ``ANTMETER_API_DEFAULT_MODEL``, ``ANTMETER_API_DAGSTER_URL``, ``ANTMETER_API_OPERATOR_TOKEN``,
-        ``ANTMETER_API_MAX_BODY_BYTES``, ``ANTMETER_SETTINGS`` (interval, task, staleness, horizon)."""
+        ``ANTMETER_API_MAX_BODY_BYTES``, ``ANTMETER_SETTINGS`` (interval, task, staleness, horizon, features)."""
         env = os.environ if environ is None else environ
         data = _data_dir(env)
         overrides = json.loads(env.get("ANTMETER_SETTINGS") or "{}")
@@ -99,6 +100,10 @@ class ApiSettings:
             promotion_metric=overrides.get("promotion_metric", "log_loss"),
             primary_horizon=int(overrides.get("primary_horizon", 5)),
             simulator=_simulator(env),
+            # the pipeline's feature settings, so the API computes the features its champions were trained on
+            feature_config=feature_config_from_settings(
+                overrides.get("features") or {}, prefix="ANTMETER_SETTINGS.features"
+            ),
         )
         return cls(
             store_url=env.get("ANTMETER_STORE_URL") or f"sqlite:///{data / 'market.sqlite'}",

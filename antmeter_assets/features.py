@@ -116,12 +116,12 @@ def features(
 
     Warm-up comes from the previous day's candles, so each row equals the full-history value.
     """
-    from antmeter.features.pipeline import compute_partition_features, required_warmup_minutes
+    from antmeter.features.pipeline import compute_partition_features, required_warmup_candles
 
     symbol, day = symbol_and_day(context)
     config = settings.feature_config()
     market = store.get()
-    warmup = interval_timedelta(settings.interval) * required_warmup_minutes(config)
+    warmup = interval_timedelta(settings.interval) * required_warmup_candles(config)
     candles = market.read_candles(symbol, settings.interval, day.start - warmup, day.end)
     sentiment = market.read_frame(
         "sentiment_hourly",

@@ -390,7 +390,7 @@ def run_gate(
     gate = settings.gate_config()
     ledger = GateLedger(_manifest_path(settings, model_type, "gate_blocks"))
     times = pd.DatetimeIndex(samples.sample_time[indices], tz="UTC")
-    rows, level, reuse = ledger.choose_rows(times, gate, samples.spec.max_horizon)
+    rows, level, reuse = ledger.choose_rows(times, gate, samples.spec.max_horizon_minutes)
     client = mlflow.client()
     name = manifest["registered_name"]
     current = versions.champion(client, name)
@@ -494,14 +494,17 @@ class GateLedger:
         self.path = path
         self.blocks = json.loads(path.read_text()) if path.exists() else []
 
-    def choose_rows(self, times: pd.DatetimeIndex, gate, max_horizon: int):
+    def choose_rows(self, times: pd.DatetimeIndex, gate, max_horizon_minutes: float):
         from antmeter.registry.promotion import effective_samples
 
         if not self.blocks:
             return np.ones(len(times), dtype=bool), gate.level, 0
         newest_used = max(pd.Timestamp(b["end"]) for b in self.blocks)
-        fresh = np.asarray(times > newest_used + pd.Timedelta(minutes=max_horizon))
-        if fresh.sum() >= 3 and effective_samples(times[fresh], gate.horizon) >= gate.min_effective_samples:
+        fresh = np.asarray(times > newest_used + pd.Timedelta(minutes=max_horizon_minutes))
+        if (
+            fresh.sum() >= 3
+            and effective_samples(times[fresh], gate.horizon_minutes) >= gate.min_effective_samples
+        ):
             return fresh, gate.level, 0
         overlapping = sum(
             1

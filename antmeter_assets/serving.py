@@ -66,13 +66,13 @@ def predict_new_candles(
     A champion trained on other feature columns than the configured ones refuses to serve (the error
     names the columns). Returns (rows written, stale symbols -> newest close, rows per model/symbol,
     the new prediction frames)."""
-    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
+    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_candles
     from antmeter.live.inference import predict_symbol, require_same_schema
     from antmeter.market.candles import closed_before, interval_timedelta
 
     config = settings.feature_config()
     candle = interval_timedelta(settings.interval)
-    warmup = candle * required_warmup_minutes(config)  # counted in candles
+    warmup = candle * required_warmup_candles(config)  # counted in candles
     backfill = candle * MAX_BACKFILL_CANDLES
     written, stale, per_model, new_rows = 0, {}, {}, []
     for served in champions.values():
@@ -195,7 +195,7 @@ def verification_report(
     """Predictions joined with what the market then did (only closed candles), rolling accuracy,
     balanced accuracy, Brier and calibration next to the baselines on the same timestamps, feature
     drift (PSI) against the training reference, and an after-fee long/flat/short back-test."""
-    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_minutes
+    from antmeter.features.pipeline import compute_features, model_feature_columns, required_warmup_candles
     from antmeter.live.report import ReportSettings, build_report, policy_charts, to_jsonable
 
     now = utc_now()
@@ -206,7 +206,7 @@ def verification_report(
         for served in serving_champions(settings, mlflow).values()
     }
     current, reference = _drift_frames(
-        settings, market, now, champions, config, compute_features, required_warmup_minutes
+        settings, market, now, champions, config, compute_features, required_warmup_candles
     )
     report = build_report(
         market,
@@ -304,7 +304,7 @@ def verified_vs_oracle(market, now, settings: AntmeterSettings, candles: CandleS
     return {"accuracy_vs_oracle": dg.MetadataValue.md(table.to_markdown(index=False))}
 
 
-def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_minutes):
+def _drift_frames(settings, market, now, champions, config, compute_features, required_warmup_candles):
     """Current features (the last ``CURRENT_FEATURE_CANDLES``) and the training reference (the champion's
     training days)."""
     days = next((c.get("training_days") for c in champions.values() if c.get("training_days")), None)
@@ -319,7 +319,7 @@ def _drift_frames(settings, market, now, champions, config, compute_features, re
     from antmeter.market.candles import interval_timedelta
 
     candle = interval_timedelta(settings.interval)
-    warmup, span = candle * required_warmup_minutes(config), candle * CURRENT_FEATURE_CANDLES
+    warmup, span = candle * required_warmup_candles(config), candle * CURRENT_FEATURE_CANDLES
     current = []
     for symbol in market.symbols():
         start = now - span - warmup

@@ -73,22 +73,9 @@ class FeatureSettings(dg.Config):
 
     def to_feature_config(self):
         """The validated ``FeatureConfig``; ValueError naming ``settings.features.<key>`` otherwise."""
-        from antmeter.features.pipeline import FeatureConfig, model_feature_columns
+        from antmeter.features.pipeline import feature_config_from_settings
 
-        values: dict[str, Any] = {}
-        for name in type(self).model_fields:
-            value = getattr(self, name)
-            values[name] = tuple(value) if isinstance(value, list) else value
-        if values["bollinger"] is not None and len(values["bollinger"]) == 2:
-            window, n_std = values["bollinger"]
-            values["bollinger"] = (int(window) if float(window).is_integer() else window, n_std)
-        try:
-            config = FeatureConfig(**values)
-            model_feature_columns(config)  # imports and probes the custom plug-ins
-        except ValueError as exc:
-            key = next((n for n in values if f"FeatureConfig.{n}" in str(exc)), "custom")
-            raise ValueError(f"settings.features.{key}: {exc}") from exc
-        return config
+        return feature_config_from_settings({name: getattr(self, name) for name in type(self).model_fields})
 
 
 class AntmeterSettings(dg.ConfigurableResource):
@@ -140,10 +127,9 @@ class AntmeterSettings(dg.ConfigurableResource):
     def stale_after(self) -> pd.Timedelta:
         """How old the newest candle's close may be: the next candle may come ``stale_after_minutes``
         late (``stale_after_minutes`` itself on 1-minute candles)."""
-        from antmeter.market.candles import interval_timedelta
+        from antmeter.market.candles import stale_limit
 
-        candle = interval_timedelta(self.interval)
-        return candle + pd.Timedelta(minutes=self.stale_after_minutes) - pd.Timedelta(minutes=1)
+        return stale_limit(self.interval, self.stale_after_minutes)
 
     def gate_config(self):
         """The promotion gate's settings (per-row loss, level, non-inferiority margin)."""
@@ -155,6 +141,7 @@ class AntmeterSettings(dg.ConfigurableResource):
             level=self.promotion_level,
             margin=self.promotion_margin,
             min_effective_samples=self.promotion_min_effective_samples,
+            interval=self.interval,
         )
 
     def retrain_policy(self):

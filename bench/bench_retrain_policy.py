@@ -190,7 +190,7 @@ def worse_promotions(runner: ReplayRunner, result, gate: GateConfig) -> list[dic
             continue
         new = score_rows(candidates / f"v{retrain.model_version}" / "bundle", samples, rows, gate)[3]
         old = score_rows(candidates / f"v{retrain.previous_version}" / "bundle", samples, rows, gate)[3]
-        test = paired_test(new, old, samples.sample_time[rows], gate.horizon, 0.05, other="previous")
+        test = paired_test(new, old, samples.sample_time[rows], gate.horizon_minutes, 0.05, other="previous")
         out.append(
             {
                 "at": str(retrain.now),

@@ -45,7 +45,7 @@ last hour completed by then: the ``H`` with ``H + 1h <= t + 1 min < H + 2h``. An
 
 **Warm-up.** Rows before a feature's lookback is filled are NaN. Windowed features are complete
 after their window; recursive ones (EMA, MACD, RSI, ATR, ADX/DI, all seeded like ``ta``) carry the
-whole history with geometrically decaying weight, so :func:`required_warmup_minutes` adds enough
+whole history with geometrically decaying weight, so :func:`required_warmup_candles` adds enough
 candles that the weight of anything before the warm-up is at most ``RECURSIVE_TOLERANCE``
 (``1e-8``). :func:`compute_partition_features` computes a day from that many earlier candles;
 windowed columns then equal the full-history ones (bit for bit when the warm-up is longer than one
@@ -65,8 +65,9 @@ from __future__ import annotations
 import importlib
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -616,12 +617,36 @@ def recursive_feature_columns(config: FeatureConfig = FeatureConfig()) -> list[s
     return [f.name for f in _features(config) if f.recursive_warmup]
 
 
-def required_warmup_minutes(config: FeatureConfig = FeatureConfig()) -> int:
-    """Minutes of history before a row that make every feature of the row complete.
+def feature_config_from_settings(
+    values: Mapping[str, Any], prefix: str = "settings.features"
+) -> FeatureConfig:
+    """A validated :class:`FeatureConfig` from settings values (JSON / YAML: lists for tuples; missing
+    keys keep their defaults). Errors name ``<prefix>.<key>``; custom plug-ins are imported and probed."""
+    fields = FeatureConfig.__dataclass_fields__
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"{prefix}.{unknown[0]}: unknown feature setting; known: {sorted(fields)}")
+    config_values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    bollinger = config_values.get("bollinger")
+    if bollinger is not None and len(bollinger) == 2:
+        window, n_std = bollinger
+        config_values["bollinger"] = (int(window) if float(window).is_integer() else window, n_std)
+    try:
+        config = FeatureConfig(**config_values)
+        model_feature_columns(config)  # imports and probes the custom plug-ins
+    except (TypeError, ValueError) as exc:
+        key = next((n for n in config_values if f"FeatureConfig.{n}" in str(exc)), "custom")
+        raise ValueError(f"{prefix}.{key}: {exc}") from exc
+    return config
+
+
+def required_warmup_candles(config: FeatureConfig = FeatureConfig()) -> int:
+    """Candles of history (of any interval: features count rows) before a row that make every feature
+    of the row complete.
 
     Windowed features need their window; recursive ones additionally need enough candles that the
     state before the warm-up weighs at most ``RECURSIVE_TOLERANCE`` (cascades such as MACD's signal
-    line or ADX add their stages' warm-ups). 525 minutes for the default config (ADX 14).
+    line or ADX add their stages' warm-ups). 525 candles for the default config (ADX 14).
     """
     return max(feature_lookbacks(config).values(), default=0)
 
@@ -717,7 +742,7 @@ def compute_partition_features(
 ) -> pd.DataFrame:
     """Features of the candles in ``[day_start, day_end)``, computed with the warm-up before them.
 
-    Uses the ``required_warmup_minutes(config)`` candles preceding ``day_start`` (that is
+    Uses the ``required_warmup_candles(config)`` candles preceding ``day_start`` (that is
     ``[day_start - warmup, day_start)`` when no minute is missing) plus the day, and returns only
     the day's rows. Rows whose warm-up reaches before the first candle given (start of history)
     are dropped and the count is logged; the result then matches full-history features as
@@ -726,7 +751,7 @@ def compute_partition_features(
     day_start, day_end = _utc(day_start, "day_start"), _utc(day_end, "day_end")
     if day_end <= day_start:
         raise ValueError(f"day_end {day_end} must be after day_start {day_start}")
-    warmup = required_warmup_minutes(config)
+    warmup = required_warmup_candles(config)
     times = pd.DatetimeIndex(candles_with_lookback["open_time"]).tz_convert("UTC")
     first, stop = int(times.searchsorted(day_start)), int(times.searchsorted(day_end))
     begin = max(0, first - warmup)

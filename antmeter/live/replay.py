@@ -282,7 +282,9 @@ def _curve(periods: pd.DataFrame, stream: str, symbol: str, horizon: int, column
     )
 
 
-def _pnl(verified: pd.DataFrame, fee_bps: float, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _pnl(
+    verified: pd.DataFrame, fee_bps: float, threshold: float, interval: str = "1m"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, curves = [], []
     for stream in (ADAPTIVE, FROZEN):
         part = verified[verified["stream"] == stream]
@@ -293,7 +295,7 @@ def _pnl(verified: pd.DataFrame, fee_bps: float, threshold: float) -> tuple[pd.D
             ]
             frame = series[columns + extra].astype({c: "float64" for c in extra})
             summary, periods = long_flat_short_pnl(
-                frame, None, fee_bps, threshold, int(horizon), baseline_columns=extra
+                frame, None, fee_bps, threshold, int(horizon), baseline_columns=extra, interval=interval
             )
             books = {stream: summary["strategy"]}
             if stream == ADAPTIVE:
@@ -419,7 +421,7 @@ def run_replay(
             timeline.append(
                 {"now": now, "stream": name, "n": n, "n_correct": n_correct, "accuracy": accuracy}
             )
-    return _result(adaptive, frozen, decisions, retrains, timeline, fee_bps, threshold)
+    return _result(adaptive, frozen, decisions, retrains, timeline, fee_bps, threshold, policy.interval)
 
 
 def _count_baselines(rows: list[dict], counts: dict[str, list[int]]) -> None:
@@ -429,7 +431,7 @@ def _count_baselines(rows: list[dict], counts: dict[str, list[int]]) -> None:
 
 
 def _result(
-    adaptive: _Stream, frozen: _Stream, decisions, retrains, timeline, fee_bps, threshold
+    adaptive: _Stream, frozen: _Stream, decisions, retrains, timeline, fee_bps, threshold, interval="1m"
 ) -> ReplayResult:
     baseline = _baseline_rows(adaptive.verified)
     baseline_columns = [f"{b}_prob_up" for b in BASELINES]
@@ -444,7 +446,7 @@ def _result(
     verified["correct"] = verified["correct"].astype("bool")
     present = [c for c in baseline_columns if verified[c].notna().any()]
     verified = verified.drop(columns=[c for c in baseline_columns if c not in present])
-    pnl, equity = _pnl(verified, fee_bps, threshold)
+    pnl, equity = _pnl(verified, fee_bps, threshold, interval)
     retrain_columns = ["now", "kind", "promoted", "previous_version", "model_version", "run_key", "details"]
     return ReplayResult(
         decisions=pd.DataFrame(decisions, columns=DECISION_COLUMNS).astype(

@@ -53,13 +53,13 @@ from antmeter.features.pipeline import (
     FeatureConfig,
     compute_features,
     model_feature_columns,
-    required_warmup_minutes,
+    required_warmup_candles,
 )
 from antmeter.learn.bundle import SERVING_FILE, ServingModel
 from antmeter.learn.datasets import TASKS, DatasetSpec, SampleSet, build_samples
 from antmeter.learn.recipe import CandidateResult, RecipeConfig, train_candidate
 from antmeter.live import drift
-from antmeter.live._frames import ONE_MINUTE, utc_timestamp
+from antmeter.live._frames import utc_timestamp
 from antmeter.live.inference import predict_symbol
 from antmeter.live.policy import PolicyState, RetrainPolicy
 from antmeter.live.replay import (
@@ -71,7 +71,7 @@ from antmeter.live.replay import (
     run_replay,
 )
 from antmeter.live.verification import KEY_COLUMNS, add_baselines, verify_predictions
-from antmeter.market.candles import validate_candles
+from antmeter.market.candles import interval_timedelta, validate_candles
 from antmeter.registry.promotion import GateConfig, gate_candidate
 
 Progress = Callable[[str], None]
@@ -89,11 +89,12 @@ class ReplayRunConfig:
     ``name`` names the registry namespace ``replay/<name>``. ``recipe`` is the training recipe of the
     first champion and of every retrain (its ``preset`` gives the sample stride unless ``stride`` is
     set); ``policy`` and ``gate`` are the retraining policy and promotion gate; ``features``/``labels``
-    the feature and label settings (no sentiment: a replay has no news); ``window`` the model input
-    length in minutes; ``step`` the time between steps. Retrains train on the newest ``training_days``
+    the feature and label settings (no sentiment: a replay has no news); ``interval`` the candles'
+    interval (the policy's, the gate's and the labels' too); ``window`` the model input length in
+    candles; ``step`` the time between steps. Retrains train on the newest ``training_days``
     of closed candles, the first champion on ``initial_training_days`` (None: all history before the
     start). ``fee_bps`` (per side) and ``threshold`` drive the long/flat/short P&L. With ``drift`` the
-    policy sees the max PSI of the last ``drift_window_minutes`` of features against the champion's last
+    policy sees the max PSI of the last ``drift_window_candles`` of features against the champion's last
     ``drift_reference_days`` of training candles. ``serve_refused_first``: a research switch that lets a
     first candidate the gate refused serve anyway (to study the loop's mechanics on a window too short
     to train a model that beats the baselines); by default nothing serves then, as in the deployment.
@@ -114,7 +115,7 @@ class ReplayRunConfig:
     fee_bps: float = 10.0
     threshold: float = 0.0
     drift: bool = True
-    drift_window_minutes: int = 6 * 60
+    drift_window_candles: int = 6 * 60
     drift_reference_days: float = 3.0
     serve_refused_first: bool = False
 
@@ -144,14 +145,33 @@ class ReplayRunConfig:
             "training_days": self.training_days > 0,
             "initial_training_days": self.initial_training_days is None or self.initial_training_days > 0,
             "fee_bps": math.isfinite(self.fee_bps) and self.fee_bps >= 0,
-            "drift_window_minutes": self.drift_window_minutes >= 1,
+            "drift_window_candles": self.drift_window_candles >= 1,
             "drift_reference_days": self.drift_reference_days > 0,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"ReplayRunConfig.{name} out of range: {getattr(self, name)!r}")
-        if pd.Timedelta(self.step) < ONE_MINUTE:
-            raise ValueError(f"ReplayRunConfig.step must be at least one minute, got {self.step!r}")
+        for name, interval in (
+            ("gate.interval", self.gate.interval),
+            ("labels.interval", self.labels.interval),
+        ):
+            if interval != self.interval:
+                raise ValueError(
+                    f"ReplayRunConfig.{name} {interval!r} must be the policy's interval {self.interval!r}"
+                )
+        if pd.Timedelta(self.step) < self.candle:
+            raise ValueError(
+                f"ReplayRunConfig.step must be at least one candle ({self.interval}), got {self.step!r}"
+            )
+
+    @property
+    def interval(self) -> str:
+        """The candles' interval: the retrain policy's (windows, horizons and spans count its candles)."""
+        return self.policy.interval
+
+    @property
+    def candle(self) -> pd.Timedelta:
+        return interval_timedelta(self.interval)
 
     def dataset_spec(self) -> DatasetSpec:
         """The sample spec of every training run: the config's stride or else the preset's."""
@@ -160,7 +180,13 @@ class ReplayRunConfig:
         stride = self.stride or int(
             load_preset(self.recipe.preset, self.recipe.model_type)["dataset"].get("stride", 1)
         )
-        return DatasetSpec(window=self.window, stride=stride, horizons=self.labels.horizons, task=self.task)
+        return DatasetSpec(
+            window=self.window,
+            stride=stride,
+            horizons=self.labels.horizons,
+            task=self.task,
+            interval=self.interval,
+        )
 
 
 class ReplayRegistry:
@@ -286,13 +312,16 @@ class ReplayRunner:
             raise ValueError("ReplayRunner needs candles of at least one symbol")
         self.config = config
         self.symbols = tuple(sorted(candles))
-        self.candles = {s: validate_candles(candles[s], f"candles[{s}]") for s in self.symbols}
+        self.candles = {
+            s: validate_candles(candles[s], f"candles[{s}]", config.interval) for s in self.symbols
+        }
         self._open_ns = {s: pd.DatetimeIndex(self.candles[s]["open_time"]).asi8 for s in self.symbols}
         self.registry = ReplayRegistry(root, config.name)
         self.progress = progress
         self.spec = config.dataset_spec()
         self.columns = model_feature_columns(config.features)
-        self.warmup = pd.Timedelta(minutes=required_warmup_minutes(config.features) + config.window + 5)
+        self.candle = config.candle
+        self.warmup = (required_warmup_candles(config.features) + config.window + 5) * self.candle
         self.model_name = f"replay/{config.name}/{config.recipe.model_type}"
         self.frozen_name = f"{self.model_name}@frozen"
         self._gates: list[dict[str, Any]] = []
@@ -309,9 +338,9 @@ class ReplayRunner:
     def known_candles(
         self, symbol: str, now: pd.Timestamp, since: pd.Timestamp | None = None
     ) -> pd.DataFrame:
-        """Candles of ``symbol`` closed by ``now`` (``open_time + 1 min <= now``), opened at or after ``since``."""
+        """Candles of ``symbol`` closed by ``now`` (``open_time + candle <= now``), opened at or after ``since``."""
         times = self._open_ns[symbol]
-        hi = int(np.searchsorted(times, (now - ONE_MINUTE).value, side="right"))
+        hi = int(np.searchsorted(times, (now - self.candle).value, side="right"))
         lo = 0 if since is None else int(np.searchsorted(times, since.value, side="left"))
         return self.candles[symbol].iloc[lo:hi].reset_index(drop=True)
 
@@ -322,7 +351,7 @@ class ReplayRunner:
         frames = {}
         for symbol in self.symbols:
             candles = self.known_candles(symbol, now, None if since is None else since - self.warmup)
-            frame = compute_features(candles, self.config.features).merge(
+            frame = self._features_of(candles).merge(
                 compute_labels(candles, self.config.labels), on="open_time"
             )
             if since is not None:
@@ -343,9 +372,7 @@ class ReplayRunner:
         since = trained_at - pd.Timedelta(days=self.config.drift_reference_days)
         parts = []
         for symbol in self.symbols:
-            frame = compute_features(
-                self.known_candles(symbol, trained_at, since - self.warmup), self.config.features
-            )
+            frame = self._features_of(self.known_candles(symbol, trained_at, since - self.warmup))
             parts.append(frame[frame["open_time"] >= since])
         return pd.concat(parts, ignore_index=True)
 
@@ -413,11 +440,12 @@ class ReplayRunner:
     # ------------------------------------------------------------------ hooks
 
     def _ingest(self, now: pd.Timestamp) -> None:
-        span = max(self.config.drift_window_minutes, int((now - min(self._after.values())) / ONE_MINUTE))
-        since = now - pd.Timedelta(minutes=span) - self.warmup
-        self._features = {
-            s: compute_features(self.known_candles(s, now, since), self.config.features) for s in self.symbols
-        }
+        span = max(self.config.drift_window_candles * self.candle, now - min(self._after.values()))
+        since = now - span - self.warmup
+        self._features = {s: self._features_of(self.known_candles(s, now, since)) for s in self.symbols}
+
+    def _features_of(self, candles: pd.DataFrame) -> pd.DataFrame:
+        return compute_features(candles, self.config.features, interval=self.config.interval)
 
     def _verify(self, now: pd.Timestamp) -> pd.DataFrame:
         if self._pending.empty:
@@ -430,6 +458,7 @@ class ReplayRunner:
             now,
             task=self.config.task,
             flat_band_bps=self.config.labels.flat_band_bps if self.config.task != "binary" else None,
+            interval=self.config.interval,
         )
         if len(rows):
             done = pd.MultiIndex.from_frame(rows[KEY_COLUMNS])
@@ -440,7 +469,7 @@ class ReplayRunner:
     def _max_psi(self, now: pd.Timestamp) -> float | None:
         if self.champion is None or self.champion.reference is None:
             return None
-        since = now - pd.Timedelta(minutes=self.config.drift_window_minutes)
+        since = now - self.config.drift_window_candles * self.candle
         current = pd.concat([f[f["open_time"] >= since] for f in self._features.values()], ignore_index=True)
         columns = drift.psi_eligible([c for c in self.columns if c in current.columns])
         return drift.max_psi(drift.feature_drift(self.champion.reference, current, columns))
@@ -465,8 +494,7 @@ class ReplayRunner:
                 history = self.known_candles(
                     symbol,
                     now,
-                    rows["prediction_time"].min()
-                    - pd.Timedelta(minutes=max(self.champion.model.horizons) + 1),
+                    rows["prediction_time"].min() - (max(self.champion.model.horizons) + 1) * self.candle,
                 )
                 frames.append(
                     add_baselines(
@@ -475,6 +503,7 @@ class ReplayRunner:
                         class_rates=self._class_rates(),
                         task=self.config.task,
                         flat_band_bps=self._flat_band(),
+                        interval=self.config.interval,
                     )
                 )
         predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -538,7 +567,7 @@ class ReplayRunner:
                 f"the first candidate v{served.version} did not pass the gate: "
                 + ("it serves anyway (serve_refused_first)" if serving else "nothing serves")
             )
-        self._after = dict.fromkeys(self.symbols, start - ONE_MINUTE)
+        self._after = dict.fromkeys(self.symbols, start - self.candle)
         hooks = ReplayHooks(
             ingest=self._ingest,
             verify=self._verify,

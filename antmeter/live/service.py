@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from antmeter.features.pipeline import FeatureConfig, compute_features, required_warmup_minutes
+from antmeter.features.pipeline import FeatureConfig, compute_features, required_warmup_candles
 from antmeter.learn.oracle import ORACLE, oracle_correct_of_verified
 from antmeter.live import verification
 from antmeter.live.inference import inference_windows, predict_symbol
 from antmeter.live.report import _class_rates as class_rates
-from antmeter.market.candles import closed_before, interval_timedelta, validate_candles
+from antmeter.market.candles import closed_before, interval_timedelta, stale_limit, validate_candles
 from antmeter.market.simulator import SimulatorConfig
 from antmeter.registry.versions import CHAMPION, ChampionCache, ServedChampion
 
@@ -72,13 +72,15 @@ class ServiceSettings:
     default_model_type: str | None = None
     interval: str = "1m"
     task: str = "binary"
+    # the next candle may come this late before the input is stale (see market.candles.stale_limit)
     stale_after_minutes: int = 10
     promotion_metric: str = "log_loss"
     primary_horizon: int = 5
     rolling_window: str = "6h"
     max_candles: int = 20_000
-    batch_chunk_minutes: int = 1_440
-    max_batch_minutes: int = 14 * 1_440
+    # batch predictions: candles of the interval per chunk and per request
+    batch_chunk_candles: int = 1_440
+    max_batch_candles: int = 14 * 1_440
     feature_config: FeatureConfig = field(default_factory=FeatureConfig)
     # the simulator the candles come from (None: real candles): the oracle ceiling beside the baselines
     simulator: SimulatorConfig | None = None
@@ -105,8 +107,9 @@ class InferenceService:
             settings,
             clock,
         )
-        self.warmup = pd.Timedelta(minutes=required_warmup_minutes(settings.feature_config))
         self.step = interval_timedelta(settings.interval)
+        self.warmup_candles = required_warmup_candles(settings.feature_config)
+        self.warmup = self.warmup_candles * self.step
         self._latest: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
         self._latest_lock = threading.Lock()
 
@@ -244,10 +247,12 @@ class InferenceService:
             raise NotFound(f"unknown symbol {symbol!r}; the store has candles for {known}", field="symbol")
         return symbol
 
-    def newest_candles(self, symbol: str, minutes_needed: int, now: pd.Timestamp) -> pd.DataFrame:
-        """The closed candles of the last ``minutes_needed`` minutes before the newest one; stale → error."""
-        start = self.newest_open_time(symbol, now) - pd.Timedelta(minutes=minutes_needed)
-        return closed_before(self.store.read_candles(symbol, self.settings.interval, start, None), now)
+    def newest_candles(self, symbol: str, candles_needed: int, now: pd.Timestamp) -> pd.DataFrame:
+        """The closed candles of the last ``candles_needed`` candles before the newest one; stale → error."""
+        start = self.newest_open_time(symbol, now) - candles_needed * self.step
+        return closed_before(
+            self.store.read_candles(symbol, self.settings.interval, start, None), now, self.settings.interval
+        )
 
     def newest_open_time(self, symbol: str, now: pd.Timestamp) -> pd.Timestamp:
         """The open time of the newest stored candle of ``symbol``; :class:`StaleInput` when too old."""
@@ -260,10 +265,11 @@ class InferenceService:
         newest = pd.Timestamp(newest)
         newest_close = min(newest + self.step, now)
         age = now - newest_close
-        if age > pd.Timedelta(minutes=self.settings.stale_after_minutes):
+        if age > stale_limit(self.settings.interval, self.settings.stale_after_minutes):
             raise StaleInput(
                 f"stale input: the newest {symbol} candle closed at {newest_close.isoformat()}, "
-                f"{age.total_seconds() / 60:.1f} minutes ago (limit {self.settings.stale_after_minutes})",
+                f"{age.total_seconds() / 60:.1f} minutes ago (limit "
+                f"{stale_limit(self.settings.interval, self.settings.stale_after_minutes)})",
                 field="symbol",
                 newest_close=newest_close.isoformat(),
                 stale_minutes=round(age.total_seconds() / 60, 2),
@@ -278,7 +284,11 @@ class InferenceService:
             time_range=(candles["open_time"].min() - pd.Timedelta(hours=2), None) if len(candles) else None,
         )
         return compute_features(
-            candles, self.settings.feature_config, sentiment_hourly=sentiment, symbol=symbol
+            candles,
+            self.settings.feature_config,
+            sentiment_hourly=sentiment,
+            symbol=symbol,
+            interval=self.settings.interval,
         )
 
     def features(self, symbol: str, lookback: int) -> pd.DataFrame:
@@ -288,7 +298,7 @@ class InferenceService:
             raise BadInput(
                 f"lookback must be 1..{self.settings.max_candles}, got {lookback}", field="lookback"
             )
-        candles = self.newest_candles(symbol, lookback + int(self.warmup / self.step), self.clock())
+        candles = self.newest_candles(symbol, lookback + self.warmup_candles, self.clock())
         return self.features_for(symbol, candles).tail(lookback).reset_index(drop=True)
 
     # -- predictions -------------------------------------------------------------------------------
@@ -304,13 +314,13 @@ class InferenceService:
             if key in self._latest:
                 self._latest.move_to_end(key)
                 return self._latest[key]
-        candles = self.newest_candles(symbol, served.model.window + int(self.warmup / self.step), now)
+        candles = self.newest_candles(symbol, served.model.window + self.warmup_candles, now)
         features = self.features_for(symbol, candles)
         rows = predict_symbol(served.model, features, symbol, served.name, served.version, None, now)
         if rows.empty or rows["prediction_time"].max() != candles["open_time"].iloc[-1]:
             raise BadInput(
                 f"the newest {served.model.window} candles of {symbol} are not a complete, gap-free "
-                f"window with {int(self.warmup / self.step)} minutes of warm-up",
+                f"window with {self.warmup_candles} candles of warm-up",
                 field="symbol",
             )
         newest = rows[rows["prediction_time"] == rows["prediction_time"].max()]
@@ -366,12 +376,13 @@ class InferenceService:
                 f"at most {self.settings.max_candles} candles per request, got {len(candles)}",
                 field="candles",
             )
-        canonical = validate_candles(candles, source="request candles")
-        needed = served.model.window + int(self.warmup / self.step)
+        canonical = validate_candles(candles, source="request candles", interval=self.settings.interval)
+        needed = served.model.window + self.warmup_candles
         if len(canonical) < needed:
             raise BadInput(
                 f"too few candles: {len(canonical)} given, the model needs at least {needed} consecutive "
-                f"minutes ({int(self.warmup / self.step)} warm-up + a {served.model.window}-candle window)",
+                f"{self.settings.interval} candles ({self.warmup_candles} warm-up + a "
+                f"{served.model.window}-candle window)",
                 field="candles",
             )
         features = self.features_for(symbol, canonical)
@@ -383,7 +394,7 @@ class InferenceService:
         if rows.empty:
             raise BadInput(
                 f"no complete gap-free {served.model.window}-candle window after the "
-                f"{int(self.warmup / self.step)}-minute warm-up",
+                f"{self.warmup_candles}-candle warm-up",
                 field="candles",
             )
         return rows
@@ -396,19 +407,22 @@ class InferenceService:
         served = self.champion(self.model_type(model))
         if end <= start:
             raise BadInput(f"end {end} must be after start {start}", field="end")
-        if end - start > pd.Timedelta(minutes=self.settings.max_batch_minutes):
+        if end - start > self.settings.max_batch_candles * self.step:
             raise BadInput(
-                f"at most {self.settings.max_batch_minutes} minutes per batch request, got {end - start}",
+                f"at most {self.settings.max_batch_candles} {self.settings.interval} candles "
+                f"({self.settings.max_batch_candles * self.step}) per batch request, got {end - start}",
                 field="end",
             )
         now = self.clock()
         history = self.warmup + served.model.window * self.step
-        chunk = pd.Timedelta(minutes=self.settings.batch_chunk_minutes)
+        chunk = self.settings.batch_chunk_candles * self.step
         parts = []
         for chunk_start in pd.date_range(start, end, freq=chunk, inclusive="left"):
             chunk_end = min(chunk_start + chunk, end)
             candles = closed_before(
-                self.store.read_candles(symbol, self.settings.interval, chunk_start - history, chunk_end), now
+                self.store.read_candles(symbol, self.settings.interval, chunk_start - history, chunk_end),
+                now,
+                self.settings.interval,
             )
             if candles.empty:
                 continue
@@ -503,17 +517,27 @@ class InferenceService:
         if joined.empty:
             return pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
         symbols = sorted(joined["symbol"].unique())
-        first = joined["prediction_time"].min() - pd.Timedelta(minutes=int(joined["horizon_min"].max()) + 1)
+        first = joined["prediction_time"].min() - (int(joined["horizon_min"].max()) + 1) * self.step
         candles = {s: self.store.read_candles(s, self.settings.interval, first, None) for s in symbols}
         joined = verification.add_baselines(
-            joined, candles=candles, class_rates=self._class_rates(joined), task=self.settings.task
+            joined,
+            candles=candles,
+            class_rates=self._class_rates(joined),
+            task=self.settings.task,
+            interval=self.settings.interval,
         )
         joined = joined.sort_values(["prediction_time", "horizon_min"], kind="stable").tail(limit)
         joined = joined.reset_index(drop=True)
         if self.settings.simulator is not None and self.settings.task == "binary":
-            joined["oracle_correct"] = oracle_correct_of_verified(joined, self.settings.simulator)
+            joined["oracle_correct"] = oracle_correct_of_verified(
+                joined, self.settings.simulator, self.settings.interval
+            )
         rolling = verification.rolling_report(
-            joined, self.settings.rolling_window, task=self.settings.task, every=max(1, len(joined) // 500)
+            joined,
+            self.settings.rolling_window,
+            task=self.settings.task,
+            every=max(1, len(joined) // 500),
+            interval=self.settings.interval,
         )
         rolling = rolling[
             [

@@ -172,6 +172,12 @@ class DayWindow:
         return cls(start, start + pd.Timedelta(days=1))
 
 
+def stale_limit(interval: str, late_minutes: float) -> pd.Timedelta:
+    """How old the newest candle's close may be before the input counts as stale: the next candle may
+    come ``late_minutes`` late (``late_minutes`` itself on 1-minute candles)."""
+    return interval_timedelta(interval) + pd.Timedelta(minutes=late_minutes) - pd.Timedelta(minutes=1)
+
+
 def closed_before(frame: pd.DataFrame, now: pd.Timestamp, interval: str = DEFAULT_INTERVAL) -> pd.DataFrame:
     """Keep only candles whose close time is at or before ``now`` (open candles are never final)."""
     return frame[frame["open_time"] + interval_timedelta(interval) <= now].reset_index(drop=True)

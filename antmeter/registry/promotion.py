@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
+
+from antmeter.market.candles import interval_timedelta
 
 PER_ROW_LOSSES = ("log_loss", "brier", "accuracy")
 NAIVE_BASELINES = ("majority", "persistence")
@@ -59,8 +62,21 @@ class GateConfig:
     margin: float = 0.0
     min_effective_samples: float = 50.0
     baseline_test: str = "not_worse"
+    interval: str = "1m"  # the candles' interval: ``horizon`` counts its candles
+
+    @property
+    def horizon_minutes(self) -> float:
+        """The gate horizon on the clock, in minutes (what the overlap of the rows' outcomes spans)."""
+        return self.horizon * interval_timedelta(self.interval) / pd.Timedelta(minutes=1)
+
+    @property
+    def label(self) -> str:
+        """``log_loss@5m`` on 1-minute candles, ``log_loss@2x1h`` on others."""
+        unit = "m" if self.interval == "1m" else f"x{self.interval}"
+        return f"{self.metric}@{self.horizon}{unit}"
 
     def __post_init__(self) -> None:
+        interval_timedelta(self.interval)
         if self.metric not in PER_ROW_LOSSES:
             raise ValueError(
                 f"promotion metric {self.metric!r} has no per-row loss; choose one of {list(PER_ROW_LOSSES)}"
@@ -169,7 +185,7 @@ def _per_time(values: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.nda
     return sums / np.bincount(inverse, minlength=keys.size), keys
 
 
-def hac_lag(horizon: int, step_minutes: float, n_times: int) -> int:
+def hac_lag(horizon: float, step_minutes: float, n_times: int) -> int:
     """Newey–West lag covering the overlap of ``horizon``-minute outcomes sampled every ``step_minutes``."""
     overlap = max(math.ceil(horizon / max(step_minutes, 1e-9)) - 1, 0)
     rule = int(math.floor(4 * (n_times / 100.0) ** (2.0 / 9.0)))
@@ -198,8 +214,9 @@ def _step_minutes(time_keys: np.ndarray) -> float:
     return float(np.median(gaps)) if gaps.size else 1.0
 
 
-def effective_samples(times: np.ndarray, horizon: int) -> float:
-    """Distinct sample times discounted for overlap: ``T * min(1, step / horizon)``."""
+def effective_samples(times: np.ndarray, horizon: float) -> float:
+    """Distinct sample times discounted for overlap: ``T * min(1, step / horizon)`` (both in minutes:
+    pass ``GateConfig.horizon_minutes``)."""
     keys = np.unique(np.asarray(times).astype("datetime64[ns]").astype(np.int64))
     return float(keys.size * min(1.0, _step_minutes(keys) / horizon))
 
@@ -208,14 +225,15 @@ def paired_test(
     candidate_loss: np.ndarray,
     other_loss: np.ndarray,
     times: np.ndarray,
-    horizon: int,
+    horizon: float,
     level: float,
     *,
     other: str,
     margin: float = 0.0,
     kind: str = "superiority",
 ) -> PairedTest:
-    """Diebold–Mariano test on ``d = candidate - other`` (see the module doc): ``superiority`` /
+    """Diebold–Mariano test on ``d = candidate - other`` (see the module doc; ``horizon`` in minutes on the
+    clock, ``GateConfig.horizon_minutes``, so the overlap is right at every interval): ``superiority`` /
     ``non_inferiority`` test ``H0: E[d] >= margin`` against ``<``; ``not_worse`` tests ``H0: E[d] <= margin``
     against ``>`` and passes when that is *not* rejected."""
     a, b = np.asarray(candidate_loss, np.float64), np.asarray(other_loss, np.float64)
@@ -280,8 +298,8 @@ def decide_promotion(
     """
     level = config.level if level is None else level
     reasons: list[str] = list(problems)
-    metric = f"{config.metric}@{config.horizon}m"
-    n_eff = effective_samples(times, config.horizon)
+    metric = config.label
+    n_eff = effective_samples(times, config.horizon_minutes)
     scores = {name: float(np.mean(loss)) for name, loss in baseline_losses.items()}
     candidate_score = float(np.mean(candidate_loss))
     champion_score = None if champion_loss is None else float(np.mean(champion_loss))
@@ -290,7 +308,14 @@ def decide_promotion(
     def test(other: str, loss: np.ndarray, kind: str, margin: float = 0.0) -> None:
         tests.append(
             paired_test(
-                candidate_loss, loss, times, config.horizon, level, other=other, margin=margin, kind=kind
+                candidate_loss,
+                loss,
+                times,
+                config.horizon_minutes,
+                level,
+                other=other,
+                margin=margin,
+                kind=kind,
             )
         )
 

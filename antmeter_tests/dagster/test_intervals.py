@@ -15,7 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from antmeter.features.pipeline import required_warmup_candles
 from antmeter.learn.datasets import load_samples
+from antmeter.live.service import InferenceService, ServiceSettings
 from antmeter.market.candles import SUPPORTED_INTERVALS, interval_timedelta
 from antmeter.registry import versions
 from antmeter_assets import features, market, models, serving
@@ -34,6 +36,7 @@ COMPACT = FeatureSettings(
     adx_window=None, stoch=None, mfi_window=None, vwap_window=5, obv_window=5, return_lags=[1, 3],
     volatility_windows=[5], volume_avg_window=5, include_sentiment=False,
 )  # fmt: skip
+COMPACT_WARMUP = required_warmup_candles(COMPACT.to_feature_config())
 
 
 def test_the_interval_table_is_the_one_the_issue_names():
@@ -122,3 +125,36 @@ def test_every_interval_materializes_end_to_end(interval, instance, tmp_path, mo
     )
     (report,) = live.asset_materializations_for_node("verification_report")
     assert report.metadata["verified"].value == len(verified)
+    _the_api_serves_what_the_asset_predicted(pipeline, interval, later, predictions, tmp_path)
+
+
+def _the_api_serves_what_the_asset_predicted(pipeline, interval, now, predictions, tmp_path):
+    """The inference API's service (warm-up, window and staleness in candles of the interval) answers
+    for the newest closed candle exactly what the predictions asset stored for it."""
+    settings = pipeline.resources["settings"]
+    client = pipeline.resources["mlflow"].client()
+    service = InferenceService(
+        pipeline.market(),
+        client,
+        versions.ChampionCache(client, tmp_path / "api-cache"),
+        ServiceSettings(
+            model_types=("lstm",),
+            interval=interval,
+            primary_horizon=HORIZONS[0],
+            feature_config=settings.feature_config(),
+        ),
+        clock=lambda: now,
+    )
+    answer = service.predict_latest(SYMBOL, "lstm")
+    newest = predictions[predictions["prediction_time"] == predictions["prediction_time"].max()]
+    assert pd.Timestamp(answer["as_of"]) == newest["prediction_time"].iloc[0]
+    assert pd.Timestamp(answer["as_of_close"]) == newest["prediction_time"].iloc[0] + interval_timedelta(
+        interval
+    )
+    stored = newest.set_index("horizon_min")["prob_up"]
+    for entry in answer["horizons"]:
+        assert entry["probabilities"]["up"] == pytest.approx(stored[entry["horizon_min"]], abs=1e-6)
+    # the candles a request sends: warm-up and window counted in candles of the interval
+    candles = pipeline.market().read_candles(SYMBOL, interval)
+    rows = service.predict_candles(candles.tail(COMPACT_WARMUP + WINDOW + 3), SYMBOL, "lstm")
+    assert len(rows) and rows["prediction_time"].max() == newest["prediction_time"].iloc[0]

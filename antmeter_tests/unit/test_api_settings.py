@@ -18,3 +18,14 @@ def test_real_candles_have_no_oracle_and_a_bad_strength_names_the_variable():
     assert ApiSettings.from_env({"ANTMETER_CANDLE_SOURCE": "binance"}).service.simulator is None
     with pytest.raises(ValueError, match="ANTMETER_SIM_SIGNAL_STRENGTH"):
         ApiSettings.from_env({"ANTMETER_SIM_SIGNAL_STRENGTH": "strong"})
+
+
+def test_the_pipeline_feature_settings_reach_the_api_and_a_bad_key_is_named():
+    service = ApiSettings.from_env(
+        {"ANTMETER_SETTINGS": '{"interval": "1h", "features": {"rsi_windows": [7], "macd": null}}'}
+    ).service
+    assert service.interval == "1h"
+    assert service.feature_config.rsi_windows == (7,) and service.feature_config.macd is None
+    assert ApiSettings.from_env({}).service.feature_config.rsi_windows == (14,)
+    with pytest.raises(ValueError, match=r"ANTMETER_SETTINGS\.features\.rsi_windowz"):
+        ApiSettings.from_env({"ANTMETER_SETTINGS": '{"features": {"rsi_windowz": [7]}}'})

@@ -69,7 +69,7 @@ def test_columns_dtypes_and_completeness(candles, full):
     for column in columns:
         tail = full[column].to_numpy()[lookbacks[column] :]
         assert np.isfinite(tail).all(), f"{column} has NaN after its {lookbacks[column]}-candle lookback"
-        assert lookbacks[column] <= F.required_warmup_minutes(CONFIG)
+        assert lookbacks[column] <= F.required_warmup_candles(CONFIG)
     windowed = set(columns) - set(F.recursive_feature_columns(CONFIG))
     for column in windowed - {"spread_rel", "spread_rel_mean_5"}:
         head = full[column].to_numpy()[: lookbacks[column]]
@@ -142,7 +142,7 @@ def test_partition_equals_full_history(candles, sentiment, full):
 
 
 def test_partition_at_start_of_history_drops_and_logs_rows(candles, sentiment, full, caplog):
-    warmup = F.required_warmup_minutes(CONFIG)
+    warmup = F.required_warmup_candles(CONFIG)
     day_start, day_end = pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC")
     with caplog.at_level(logging.WARNING, logger="antmeter.features.pipeline"):
         part = F.compute_partition_features(candles, day_start, day_end, CONFIG, sentiment_hourly=sentiment)
@@ -157,8 +157,8 @@ def test_partition_at_start_of_history_drops_and_logs_rows(candles, sentiment, f
 
 
 def test_required_warmup_covers_every_lookback_and_the_tolerance():
-    assert F.required_warmup_minutes() == 525
-    assert F.required_warmup_minutes() == max(F.feature_lookbacks().values())
+    assert F.required_warmup_candles() == 525
+    assert F.required_warmup_candles() == max(F.feature_lookbacks().values())
     lookbacks = F.feature_lookbacks()
     # EMA 50: the weight of anything before the warm-up is (1 - 2/51) ** (steps after the window).
     assert (1 - 2 / 51) ** (lookbacks["ema_50"] - 49) <= F.RECURSIVE_TOLERANCE
@@ -167,8 +167,8 @@ def test_required_warmup_covers_every_lookback_and_the_tolerance():
         rsi_windows=(), macd=None, ema_windows=(), atr_window=None, adx_window=None, include_sentiment=False
     )
     assert F.recursive_feature_columns(windowed_only) == []
-    assert F.required_warmup_minutes(windowed_only) == 60  # log_return_60, volatility_60, obv_60
-    assert F.required_warmup_minutes(CONFIG) == 525  # the custom feature's 4 minutes fit inside
+    assert F.required_warmup_candles(windowed_only) == 60  # log_return_60, volatility_60, obv_60
+    assert F.required_warmup_candles(CONFIG) == 525  # the custom feature's 4 minutes fit inside
 
 
 def test_sentiment_is_the_last_completed_hour():

@@ -5,7 +5,10 @@ losses with overlapping outcomes check the false-positive rate and the power at 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from antmeter.registry.promotion import (
@@ -195,3 +198,25 @@ def test_gate_config_rejects_unknown_metric_and_bad_settings():
         GateConfig(margin=-0.1)
     with pytest.raises(ValueError, match="level must lie in"):
         GateConfig(level=0.7)
+
+
+@pytest.mark.parametrize("interval", ["5m", "1h", "1d"])
+def test_the_overlap_is_counted_on_the_clock_at_every_interval(interval):
+    """Rows one candle apart with a 5-candle horizon overlap exactly as on 1-minute candles: the same
+    effective count and the same false-promotion rate (the gate once read a 5-candle 1h horizon as 5
+    minutes, saw no overlap and promoted noise far more often than its level)."""
+    step = pd.Timedelta(interval).to_timedelta64()
+    times = np.datetime64("2024-03-01T00:00") + np.arange(T) * step
+    config = dataclasses.replace(GATE, interval=interval)
+    assert effective_samples(times, config.horizon_minutes) == effective_samples(TIMES, GATE.horizon_minutes)
+    assert effective_samples(times, config.horizon_minutes) == pytest.approx(T / H)
+    assert config.label == f"log_loss@{H}x{interval}" and GATE.label == f"log_loss@{H}m"
+    rng = np.random.default_rng(20240303)
+    promoted = []
+    for _ in range(400):
+        data = losses(rng)
+        baselines = {k: data[k] for k in ("majority", "persistence", "logistic")}
+        promoted.append(
+            decide_promotion(config, data["candidate"], times, data["champion"], baselines).promote
+        )
+    assert np.mean(promoted) <= GATE.level + 3 * np.sqrt(GATE.level * (1 - GATE.level) / 400)

@@ -33,7 +33,7 @@ from antmeter.live.replay import ADAPTIVE, FROZEN
 from antmeter.live.replay_runner import ReplayRegistry, ReplayRunConfig, ReplayRunner
 from antmeter.live.report import to_jsonable
 from antmeter.live.verification import BASELINES
-from antmeter.market.simulator import SimulatorConfig, simulate_range
+from antmeter.market.simulator import SimulatorConfig, aggregate_simulated, simulate_range
 from antmeter.registry.promotion import GateConfig
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -87,11 +87,15 @@ def run(candles, tmp_path_factory):
 
 
 def _validated(result, version: str) -> dict:
+    return _validated_of(result, version, POLICY)
+
+
+def _validated_of(result, version: str, policy: RetrainPolicy) -> dict:
     """The version's validated accuracy at the policy horizon, read from its bundle's serving config."""
     config = json.loads(
         (result.namespace / "candidates" / f"v{version}" / "bundle" / "serving.json").read_text()
     )
-    validated = config["validated_accuracy"][str(POLICY.horizon)]
+    validated = config["validated_accuracy"][str(policy.horizon)]
     assert 0 < validated["accuracy"] < 1 and validated["n_effective"] > 0
     return validated
 
@@ -254,3 +258,66 @@ def test_a_refused_first_candidate_serves_nothing_until_a_full_retrain_passes(ca
         assert adaptive.empty
     else:
         assert (adaptive["prediction_time"] >= promoted["now"].iloc[0]).all()
+
+
+def test_an_hourly_replay_counts_windows_horizons_and_closes_in_hours(tmp_path):
+    """The replay on 1-hour candles (aggregated from the simulator): every prediction is for a candle that
+    had closed when it was made, each outcome is the label ``h`` candles (hours) on and is known only after
+    that candle closed, and the decisions are the policy function's on the same rows."""
+    hour = pd.Timedelta(hours=1)
+    sim = SimulatorConfig(seed=5, signal_strength=1.0)
+    candles = {
+        s: aggregate_simulated(simulate_range(s, "2024-01-01", "2024-01-24", sim), "1h").candles
+        for s in SYMBOLS
+    }
+    horizons = (2, 4)
+    policy = RetrainPolicy(
+        interval="1h", horizon=2, window_candles=24, chart_candles=72, min_samples=10, cooldown_candles=24,
+        no_champion_retry_candles=24,
+    )  # fmt: skip
+    config = ReplayRunConfig(
+        name="hourly",
+        recipe=RecipeConfig(
+            model_type="lstm", preset="ci", n_folds=1, holdout_fraction=0.2, primary_horizon=2
+        ),
+        policy=policy,
+        gate=GateConfig(metric="log_loss", horizon=2, interval="1h", min_effective_samples=10),
+        labels=LabelConfig(horizons=horizons, interval="1h"),
+        window=8,
+        stride=1,
+        step="6h",
+        training_days=18,
+        initial_training_days=18,
+        drift_window_candles=6,
+        serve_refused_first=True,
+    )
+    start, end = pd.Timestamp("2024-01-22", tz="UTC"), pd.Timestamp("2024-01-24 12:00", tz="UTC")
+    result = ReplayRunner(config, candles, tmp_path, progress=lambda message: None).run(start, end)
+    verified = result.replay.verified
+    adaptive = verified[verified["stream"] == ADAPTIVE]
+    assert len(adaptive) > 50 and set(adaptive["horizon_min"]) == set(horizons)
+    assert (adaptive["prediction_time"] >= start).all()
+    assert ((adaptive["prediction_time"] - start) % hour == pd.Timedelta(0)).all()
+    assert (
+        adaptive["verified_at"] >= adaptive["prediction_time"] + (adaptive["horizon_min"] + 1) * hour
+    ).all()
+    for symbol in SYMBOLS:
+        labels = compute_labels(candles[symbol], LabelConfig(horizons=horizons, interval="1h"))
+        labels = labels.set_index("open_time")
+        for h in horizons:
+            rows = adaptive[(adaptive["symbol"] == symbol) & (adaptive["horizon_min"] == h)]
+            np.testing.assert_allclose(
+                rows["realized_return"], labels.loc[rows["prediction_time"], f"fwd_return_{h}"]
+            )
+    window = _adaptive_window(verified)
+    state = PolicyState()
+    for decision in result.replay.decisions.itertuples():
+        known = window[window["verified_at"] <= decision.now]
+        expected = evaluate(
+            policy, known, decision.now, state, None if pd.isna(decision.max_psi) else float(decision.max_psi),
+            decision.champion_version, validated=_validated_of(result, decision.champion_version, policy),
+        )  # fmt: skip
+        assert (decision.action, decision.reasons) == (expected.action, "; ".join(expected.reasons))
+        retrained = result.replay.retrains[result.replay.retrains["now"] == decision.now]
+        for retrain in retrained.itertuples():
+            state = state.after_retrain(retrain.now, bool(retrain.promoted))

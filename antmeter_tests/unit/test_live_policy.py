@@ -72,20 +72,25 @@ def test_overlap_discount_makes_the_same_rows_count_less():
     assert overlapping.stats["cusum_accuracy"] < overlapping.stats["alarm_threshold"]
 
 
-def test_repeated_hourly_looks_at_a_healthy_model_stay_quiet_for_a_week():
-    """A model at exactly the threshold, judged every hour for 7 days (168 looks, 2 symbols)."""
-    policy = RetrainPolicy(accuracy_threshold=0.52, horizon=5)
+def alarms_in_a_week_of_hourly_looks(policy: RetrainPolicy, accuracy: float, **kwargs) -> int:
+    """Alarms of ``policy`` judging a model of constant ``accuracy`` (Bernoulli hits, 2 symbols, a 5-minute
+    prediction a minute) every hour for 7 days over 3-day charts (168 looks)."""
     end = NOW + pd.Timedelta(days=7)
     rows = pd.concat(
-        [verified(7 * 1440, 0.52, random=True, seed=s, end=end, symbol=sym) for s, sym in enumerate("AB")]
+        [verified(7 * 1440, accuracy, random=True, seed=s, end=end, symbol=sym) for s, sym in enumerate("AB")]
     )
     alarms = 0
     for hour in range(24, 7 * 24 + 1):
         now = NOW + pd.Timedelta(hours=hour)
         known = rows[rows["prediction_time"] < now - pd.Timedelta(minutes=6)]
         lookback = known[known["prediction_time"] >= now - pd.Timedelta(days=3)]
-        alarms += evaluate(policy, lookback, now, PolicyState()).action != "none"
-    assert alarms == 0
+        alarms += evaluate(policy, lookback, now, PolicyState(), **kwargs).action != "none"
+    return alarms
+
+
+def test_repeated_hourly_looks_at_a_healthy_model_stay_quiet_for_a_week():
+    """A model at exactly the threshold, judged every hour for 7 days."""
+    assert alarms_in_a_week_of_hourly_looks(RetrainPolicy(accuracy_threshold=0.52, horizon=5), 0.52) == 0
 
 
 def test_worse_than_the_baseline_triggers():
@@ -321,19 +326,8 @@ def test_a_champion_that_loses_its_validated_edge_alarms_within_hours_the_fixed_
 def test_a_champion_that_holds_its_validated_level_stays_quiet_for_a_week_of_hourly_looks():
     """Live accuracy exactly at the validated point estimate (0.62 on 150 effective rows), 2 symbols,
     168 hourly looks over 3-day charts: no alarm."""
-    policy = RetrainPolicy()
     validated = {"accuracy": 0.62, "n_effective": 150.0}
-    end = NOW + pd.Timedelta(days=7)
-    rows = pd.concat(
-        [verified(7 * 1440, 0.62, random=True, seed=s, end=end, symbol=sym) for s, sym in enumerate("AB")]
-    )
-    alarms = 0
-    for hour in range(24, 7 * 24 + 1):
-        now = NOW + pd.Timedelta(hours=hour)
-        known = rows[rows["prediction_time"] < now - pd.Timedelta(minutes=6)]
-        lookback = known[known["prediction_time"] >= now - pd.Timedelta(days=3)]
-        alarms += evaluate(policy, lookback, now, PolicyState(), validated=validated).action != "none"
-    assert alarms == 0
+    assert alarms_in_a_week_of_hourly_looks(RetrainPolicy(), 0.62, validated=validated) == 0
 
 
 def test_policy_state_json_round_trip():

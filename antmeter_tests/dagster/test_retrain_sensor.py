@@ -93,6 +93,9 @@ def test_the_degraded_champion_is_retrained_once_per_episode(live):
     assert stats["model_version"] == "1" and stats["n"] >= 200
     assert stats["n_correct"] / stats["n"] < POLICY["accuracy_threshold"]  # the flip, as verified
     assert isinstance(meta["drift_warning"], bool)
+    # the champion is also held to its own validated accuracy (its serving config, read by the report)
+    assert "validated_reference" in stats and "cusum_validated" in stats
+    assert "| antmeter-lstm |" in meta["retrain_charts"] and "cusum_validated" in meta["retrain_charts"]
 
     (request,), cursor = live.sensor()
     assert request.job_name == "lstm_incremental_retrain_job"

@@ -28,6 +28,8 @@ ensure_venv() {
 
 local_instance() {
   export DAGSTER_HOME="$ROOT/.dagster_home"
+  # MLflow's per-download progress bars would bury the main job's own progress lines
+  export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="${MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR:-false}"
   mkdir -p "$DAGSTER_HOME"
   cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
   # The embedded default plants chart patterns (the example annotations' ground truth); the main job

@@ -763,7 +763,7 @@ def compute_partition_features(
     dropped = max(0, min(keep_from, len(window)) - (first - begin))
     if dropped:
         logger.warning(
-            "features %s..%s: dropped %d of %d rows whose %d-minute warm-up reaches before the first candle",
+            "features %s..%s: dropped %d of %d rows whose %d-candle warm-up reaches before the first candle",
             day_start,
             day_end,
             dropped,

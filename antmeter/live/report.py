@@ -183,7 +183,8 @@ def build_report(
 
 def policy_charts(stats: dict[str, dict[str, Any]], retrain_policy: policy.RetrainPolicy) -> pd.DataFrame:
     """One row per model: the judged version, its window accuracy, the validated lower bound and the three
-    CUSUM charts next to the alarm level the sensor applies (Bonferroni over these models)."""
+    CUSUM charts next to the alarm level for these models (the sensor's Bonferroni count also includes
+    gated types that nothing serves)."""
     level = retrain_policy.alarm_threshold(len(stats))
     rows = [
         {
